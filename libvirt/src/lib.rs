@@ -1,0 +1,1 @@
+//! libvirt network model: XML mapping, validation, merge rules.

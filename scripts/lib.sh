@@ -1,0 +1,15 @@
+# Shared helpers for switchyard's scripts. Source it; do not run it.
+# shellcheck shell=bash
+
+SWITCHYARD_CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
+KUBE_VERSION="v1.20.2"
+KUBE_APISERVER_BIN="$SWITCHYARD_CACHE/bin/kube-apiserver"
+HELM_BIN="$SWITCHYARD_CACHE/bin/helm"
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+need_root() {
+  [ "$(id -u)" = 0 ] || die "run as root (it installs Debian packages and creates network namespaces)"
+}
