@@ -19,6 +19,8 @@ APT_PACKAGES=(
   iproute2 openssl ca-certificates curl unzip rsync make jq procps
   containernetworking-plugins
 )
+# kubectl may come from elsewhere (it is newer than Debian's); Debian's client is 1.20, matching the apiserver.
+command -v kubectl >/dev/null 2>&1 || APT_PACKAGES+=(kubernetes-client)
 # npm may come from another Node.js distribution already on the machine; Debian's conflicts with it.
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 
@@ -49,6 +51,7 @@ fetch_kubernetes_source() {
     -o "Dir::Etc::SourceParts=$aptdir/sources.list.d"
     -o "Dir::State::Lists=$aptdir/lists"
     -o "Dir::Cache=$aptdir/cache"
+    -o "APT::Sandbox::User=root"
   )
   apt-get "${opts[@]}" update -qq
   (cd "$work" && apt-get "${opts[@]}" source --download-only -qq kubernetes)
@@ -129,6 +132,17 @@ install_helm() {
   note "helm $("$HELM_BIN" version --short)"
 }
 
+check_rust() {
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: switchyard needs the Rust toolchain (1.95) from rustup"
+  local v
+  v="$(rustc --version | awk '{print $2}')"
+  case "$v" in
+    1.9[5-9]*|1.[1-9][0-9][0-9]*) note "rust $v" ;;
+    *) die "rustc $v is too old: switchyard needs Rust 1.95 (edition 2024)" ;;
+  esac
+}
+
 install_apt_packages
+check_rust
 build_kube_apiserver
 install_helm

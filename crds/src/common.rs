@@ -198,10 +198,8 @@ pub struct Condition {
     /// `True`, `False` or `Unknown`.
     pub status: ConditionStatus,
     /// A CamelCase machine-readable reason for the last transition.
-    #[serde(default)]
     pub reason: String,
     /// A human-readable explanation.
-    #[serde(default)]
     pub message: String,
     /// When the status last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]

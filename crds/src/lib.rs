@@ -2,6 +2,9 @@
 //!
 //! Types only, plus the names every component agrees on. No I/O.
 
+// Several `printcolumn(type_ = "string", ...)` attributes on one kind look alike to clippy.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod common;
 pub mod migration;
 pub mod network;
@@ -14,7 +17,9 @@ pub use network::*;
 pub use node::*;
 pub use port::*;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 /// The API group.
@@ -40,14 +45,57 @@ pub fn agent_manager(node: &str) -> String {
     format!("switchyard-agent/{node}")
 }
 
-/// Every CRD of the API, in a stable order.
+/// Every CRD of the API, in a stable order, as installed on clusters.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         Network::crd(),
         NetworkPort::crd(),
         NetworkNode::crd(),
         MigrationCheck::crd(),
-    ]
+    ];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                drop_nullable(schema);
+            }
+        }
+    }
+    crds
+}
+
+/// Removes `nullable: true`, which kube-derive puts on every `Option` field.
+///
+/// Kubernetes before 1.22 publishes CRD schemas as OpenAPI v2 with the type and properties of
+/// nullable fields stripped, so `kubectl explain` would show no sub-fields. The API never
+/// sends null (every `Option` is skipped when `None`), and the apiserver drops nulls sent by
+/// clients for non-nullable fields, so nothing is lost.
+fn drop_nullable(schema: &mut JSONSchemaProps) {
+    schema.nullable = None;
+    let items: Vec<&mut JSONSchemaProps> = match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(s)) => vec![s.as_mut()],
+        Some(JSONSchemaPropsOrArray::Schemas(v)) => v.iter_mut().collect(),
+        None => Vec::new(),
+    };
+    let additional = match schema.additional_properties.as_mut() {
+        Some(JSONSchemaPropsOrBool::Schema(s)) => Some(s.as_mut()),
+        _ => None,
+    };
+    let children = schema
+        .properties
+        .iter_mut()
+        .flat_map(|p| p.values_mut())
+        .chain(items)
+        .chain(additional)
+        .chain(schema.any_of.iter_mut().flatten())
+        .chain(schema.one_of.iter_mut().flatten())
+        .chain(schema.all_of.iter_mut().flatten());
+    for child in children {
+        drop_nullable(child);
+    }
 }
 
 /// The file name under `deploy/crds/` of a CRD.

@@ -65,8 +65,8 @@ pub struct MigrationCheckStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `eligible/checked`, for display.
-    #[serde(default)]
-    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// The nodes where every interface fits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eligible_nodes: Vec<String>,
@@ -96,9 +96,9 @@ pub struct NodeVerdict {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IneligibleReason {
-    /// The interface concerned (its name or position); empty for node-wide reasons.
-    #[serde(default)]
-    pub interface: String,
+    /// The interface concerned (its name or position); left out for node-wide reasons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// What kind of problem it is.
     pub code: ReasonCode,
     /// The details, e.g. which portgroup or which conflicting values.

@@ -60,6 +60,12 @@ pub struct NetworkSpec {
     /// libvirt's `<uuid>`: the network's UUID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
+    /// libvirt's `<title>`: a short one-line description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// libvirt's `<description>`: a longer human-readable description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Which nodes serve this network. Left out, every node does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<NodeSelector>,
@@ -412,6 +418,9 @@ pub struct DnsForwarder {
     /// Only queries in this domain go to this server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// The server's port, when not 53.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// A static DNS host entry.
@@ -432,7 +441,6 @@ pub struct DnsTxt {
     /// The record name.
     pub name: String,
     /// The record text.
-    #[serde(default)]
     pub value: String,
 }
 
@@ -619,8 +627,8 @@ pub struct NetworkStatus {
     #[serde(default)]
     pub nodes_ready: u32,
     /// `nodesReady/nodesSelected`, for display.
-    #[serde(default)]
-    pub nodes_ready_summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_ready_summary: Option<String>,
     /// Devices in the forward pool (as given in the spec).
     #[serde(default)]
     pub pool_size: u32,

@@ -1,1 +1,8 @@
-//! Test harness.
+//! End-to-end test harness: a real local kube-apiserver, one namespace per test, kubectl.
+//!
+//! A test run shares one control plane: the one `scripts/test.sh` started (its kubeconfig in
+//! `SWITCHYARD_KUBECONFIG`), or else one this process starts on first use and that dies with it.
+
+pub mod cluster;
+pub mod control_plane;
+pub mod procs;

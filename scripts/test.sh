@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# switchyard's whole test suite: formatting, lints, unit tests, the libvirt corpus, and the
+# end-to-end tests against a real local kube-apiserver and real network namespaces.
+# Installs what it needs first (see install-deps.sh). Run as root on Debian 12.
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+source scripts/lib.sh
+source scripts/control-plane.sh
+need_root
+
+bash scripts/install-deps.sh
+
+work="$(mktemp -d /tmp/switchyard-test.XXXXXX)"
+cleanup() {
+  stop_control_plane
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+step "Formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
+
+step "Building"
+cargo build --workspace --all-targets --locked -q
+
+step "Starting the local control plane (etcd + kube-apiserver $KUBE_VERSION)"
+start_control_plane "$work"
+
+step "Running the tests"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${SWITCHYARD_TEST_THREADS:-4}"

@@ -1,0 +1,436 @@
+//! A real local Kubernetes control plane: etcd and kube-apiserver v1.20 on 127.0.0.1.
+//!
+//! Everything lives in one temporary directory (certificates, tokens, etcd data, logs,
+//! kubeconfig) that is removed on drop. The processes are started with a parent-death signal,
+//! so they die with the process that started them even when it panics or is killed.
+
+use std::fs;
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::procs::spawn_tied;
+
+/// The token of the `admin` user (group `system:masters`) in every control plane started here.
+const ADMIN_TOKEN_PREFIX: &str = "switchyard-admin";
+
+/// Why the control plane could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// A file could not be written or a process could not be spawned.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A binary the control plane needs is not installed.
+    #[error("{0} not found; run scripts/install-deps.sh first")]
+    Missing(String),
+    /// A setup command failed.
+    #[error("`{command}` failed: {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its standard error.
+        stderr: String,
+    },
+    /// The apiserver did not become ready in time.
+    #[error("{component} did not become ready within {seconds}s; last lines of {log}:\n{tail}")]
+    NotReady {
+        /// etcd or kube-apiserver.
+        component: &'static str,
+        /// How long it was given.
+        seconds: u64,
+        /// Its log file.
+        log: String,
+        /// The log's last lines.
+        tail: String,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ControlPlaneError {
+    let what = what.into();
+    move |source| ControlPlaneError::Io { what, source }
+}
+
+/// A running etcd + kube-apiserver pair.
+#[derive(Debug)]
+pub struct ControlPlane {
+    dir: tempfile::TempDir,
+    etcd: Child,
+    apiserver: Child,
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// A kubeconfig for the admin user.
+    pub kubeconfig: PathBuf,
+    /// The admin's bearer token.
+    pub token: String,
+    /// The CA that signed the apiserver's serving certificate (PEM file).
+    pub ca_file: PathBuf,
+}
+
+/// Where the cached kube-apiserver lives (see scripts/install-deps.sh).
+pub fn kube_apiserver_binary() -> PathBuf {
+    if let Some(cache) = std::env::var_os("SWITCHYARD_CACHE") {
+        return PathBuf::from(cache).join("bin/kube-apiserver");
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
+    cache.join("switchyard/bin/kube-apiserver")
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver on free loopback ports and waits until the apiserver
+    /// reports ready (about 2 s).
+    pub fn start() -> Result<Self, ControlPlaneError> {
+        let apiserver_bin = kube_apiserver_binary();
+        if !apiserver_bin.is_file() {
+            return Err(ControlPlaneError::Missing(
+                apiserver_bin.display().to_string(),
+            ));
+        }
+        let etcd_bin = which("etcd").ok_or_else(|| ControlPlaneError::Missing("etcd".into()))?;
+        // etcd's data on tmpfs when there is one: fsync on disk dominates start-up and writes.
+        let base = Path::new("/dev/shm");
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-cp-")
+            .tempdir_in(if base.is_dir() {
+                base.to_path_buf()
+            } else {
+                std::env::temp_dir()
+            })
+            .map_err(io_err("creating the control plane directory"))?;
+        let d = dir.path().to_path_buf();
+
+        let pki = Pki::generate(&d)?;
+        let token = format!("{ADMIN_TOKEN_PREFIX}-{}", unique_suffix());
+        fs::write(
+            d.join("tokens.csv"),
+            format!("{token},admin,admin-uid,\"system:masters\"\n"),
+        )
+        .map_err(io_err("writing tokens.csv"))?;
+
+        let [etcd_client, etcd_peer, apiserver_port] = free_ports()?;
+        let mut etcd = Command::new(etcd_bin);
+        etcd.arg("--name=switchyard")
+            .arg(format!("--data-dir={}", d.join("etcd").display()))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=switchyard=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg("--log-level=warn")
+            .stdout(Stdio::null())
+            .stderr(log_file(&d, "etcd.log")?);
+        let etcd = spawn_tied(etcd).map_err(io_err("starting etcd"))?;
+
+        let mut apiserver = Command::new(&apiserver_bin);
+        apiserver
+            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--secure-port={apiserver_port}"))
+            .arg("--insecure-port=0")
+            .arg(format!("--cert-dir={}", d.join("certs").display()))
+            .arg(format!("--tls-cert-file={}", pki.serving_cert.display()))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                pki.serving_key.display()
+            ))
+            .arg(format!("--client-ca-file={}", pki.ca_cert.display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                d.join("tokens.csv").display()
+            ))
+            .arg("--authorization-mode=RBAC")
+            .arg(format!(
+                "--service-account-key-file={}",
+                pki.sa_pub.display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                pki.sa_key.display()
+            ))
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg("--service-cluster-ip-range=10.96.0.0/16")
+            .arg("--allow-privileged=true")
+            .arg("--profiling=false")
+            .arg("--enable-priority-and-fairness=false")
+            .arg("--event-ttl=10m")
+            .arg("--v=1")
+            .stdout(Stdio::null())
+            .stderr(log_file(&d, "kube-apiserver.log")?);
+        let apiserver = spawn_tied(apiserver).map_err(io_err("starting kube-apiserver"))?;
+
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+        let kubeconfig = d.join("kubeconfig");
+        fs::write(&kubeconfig, kubeconfig_yaml(&server, &pki.ca_cert, &token))
+            .map_err(io_err("writing the kubeconfig"))?;
+
+        let mut cp = ControlPlane {
+            ca_file: pki.ca_cert.clone(),
+            dir,
+            etcd,
+            apiserver,
+            server,
+            kubeconfig,
+            token,
+        };
+        cp.wait_ready(Duration::from_secs(60))?;
+        Ok(cp)
+    }
+
+    /// The directory holding the kubeconfig, certificates and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), ControlPlaneError> {
+        let start = Instant::now();
+        loop {
+            for (component, child, log) in [
+                ("etcd", &mut self.etcd, "etcd.log"),
+                ("kube-apiserver", &mut self.apiserver, "kube-apiserver.log"),
+            ] {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(ControlPlaneError::NotReady {
+                        component,
+                        seconds: start.elapsed().as_secs(),
+                        log: self.dir.path().join(log).display().to_string(),
+                        tail: format!("(exited: {status})\n{}", tail(&self.dir.path().join(log))),
+                    });
+                }
+            }
+            let ready = Command::new("kubectl")
+                .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+                .args(["get", "--raw=/readyz"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .output()
+                .map(|o| o.status.success() && o.stdout.starts_with(b"ok"))
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                let log = self.dir.path().join("kube-apiserver.log");
+                return Err(ControlPlaneError::NotReady {
+                    component: "kube-apiserver",
+                    seconds: timeout.as_secs(),
+                    tail: tail(&log),
+                    log: log.display().to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the apiserver, then etcd. Also done on drop.
+    pub fn stop(&mut self) {
+        for child in [&mut self.apiserver, &mut self.etcd] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The throwaway certificates and keys of one control plane.
+struct Pki {
+    ca_cert: PathBuf,
+    serving_cert: PathBuf,
+    serving_key: PathBuf,
+    sa_key: PathBuf,
+    sa_pub: PathBuf,
+}
+
+impl Pki {
+    fn generate(dir: &Path) -> Result<Self, ControlPlaneError> {
+        let p = |name: &str| dir.join(name);
+        let s = |path: PathBuf| path.display().to_string();
+        openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &s(p("ca.key")),
+        ])?;
+        openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &s(p("ca.key")),
+            "-subj",
+            "/CN=switchyard-test-ca",
+            "-days",
+            "3",
+            "-out",
+            &s(p("ca.crt")),
+        ])?;
+        openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &s(p("serving.key")),
+        ])?;
+        openssl(&[
+            "req",
+            "-new",
+            "-key",
+            &s(p("serving.key")),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-out",
+            &s(p("serving.csr")),
+        ])?;
+        fs::write(
+            p("serving.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .map_err(io_err("writing serving.ext"))?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &s(p("serving.csr")),
+            "-CA",
+            &s(p("ca.crt")),
+            "-CAkey",
+            &s(p("ca.key")),
+            "-CAcreateserial",
+            "-days",
+            "3",
+            "-extfile",
+            &s(p("serving.ext")),
+            "-out",
+            &s(p("serving.crt")),
+        ])?;
+        openssl(&["genrsa", "-out", &s(p("sa.key")), "2048"])?;
+        openssl(&[
+            "rsa",
+            "-in",
+            &s(p("sa.key")),
+            "-pubout",
+            "-out",
+            &s(p("sa.pub")),
+        ])?;
+        Ok(Pki {
+            ca_cert: p("ca.crt"),
+            serving_cert: p("serving.crt"),
+            serving_key: p("serving.key"),
+            sa_key: p("sa.key"),
+            sa_pub: p("sa.pub"),
+        })
+    }
+}
+
+fn openssl(args: &[&str]) -> Result<(), ControlPlaneError> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .map_err(io_err("running openssl"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ControlPlaneError::Command {
+            command: format!("openssl {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+fn kubeconfig_yaml(server: &str, ca: &Path, token: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: switchyard-local
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    token: {token}
+contexts:
+- name: switchyard-local
+  context:
+    cluster: switchyard-local
+    user: admin
+current-context: switchyard-local
+",
+        ca = ca.display()
+    )
+}
+
+/// Three distinct free TCP ports on 127.0.0.1. The listeners are held until all three are
+/// chosen so the kernel does not hand out the same port twice.
+fn free_ports() -> Result<[u16; 3], ControlPlaneError> {
+    let listeners = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err("choosing free ports"))?;
+    let port = |i: usize| listeners[i].local_addr().map(|a| a.port());
+    Ok([
+        port(0).map_err(io_err("choosing free ports"))?,
+        port(1).map_err(io_err("choosing free ports"))?,
+        port(2).map_err(io_err("choosing free ports"))?,
+    ])
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<fs::File, ControlPlaneError> {
+    fs::File::create(dir.join(name)).map_err(io_err(format!("creating {name}")))
+}
+
+fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The first `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A short string unique to this process and moment.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{:x}{n:x}", std::process::id() & 0xffff, nanos & 0xfff)
+}

@@ -1,0 +1,329 @@
+//! The switchyard.dev API on the real local apiserver: CRDs, schema, server-side apply.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use switchyard_crds::*;
+use switchyard_tests::cluster::TestEnv;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn crds_become_established() {
+    let env = TestEnv::new("crds-established").await;
+    let api: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    for crd in all_crds() {
+        let name = crd.metadata.name.expect("generated CRDs are named");
+        let live = api
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("CRD {name}: {e}"));
+        let established = live
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        assert!(established, "CRD {name} is not Established");
+    }
+}
+
+/// A Network with every field set, as a user would write it in YAML.
+fn full_network(name: &str, label: (String, String)) -> Network {
+    let yaml = format!(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: Network
+metadata:
+  name: {name}
+  labels:
+    {k}: {v}
+spec:
+  libvirtName: Full_Net
+  uuid: 81ff0d90-c91e-6742-64da-4a736edb9a8b
+  nodeSelector:
+    matchLabels: {{rack: a}}
+    matchExpressions:
+    - {{key: nic, operator: In, values: [x710, e810]}}
+    - {{key: maintenance, operator: DoesNotExist}}
+  nodeGroups:
+  - name: dell
+    nodeSelector: {{matchLabels: {{vendor: dell}}}}
+    interfaces: [{{dev: ens1f0}}, {{dev: ens1f1}}]
+    pf: ens1
+    bridge: br-dell
+  forward:
+    mode: vepa
+    dev: eth1
+    managed: true
+    driver: {{name: vfio, model: vfio-pci-igb}}
+    interfaces: [{{dev: eth1}}, {{dev: eth2}}, {{dev: eth3}}]
+    pf: eth0
+    addresses:
+    - {{domain: 0, bus: 3, slot: 0, function: 1}}
+    nat:
+      ipv6: true
+      addresses: [{{start: 10.20.30.40, end: 10.20.30.44}}]
+      ports: [{{start: 60000, end: 65432}}]
+  bridge: {{name: virbr0, stp: true, delay: 2, macTableManager: libvirt, zone: myzone}}
+  mac: 52:54:00:e6:a2:c9
+  mtu: 9000
+  domain: {{name: example.com, localOnly: true, register: false}}
+  virtualport: {{type: 802.1Qbg, managerid: 11, typeid: 1193047, typeidversion: 2, instanceid: 09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f}}
+  portgroups:
+  - name: bob
+    default: true
+    virtualport: {{type: 802.1Qbg, typeid: 2193047, typeidversion: 3}}
+    vlan: {{trunk: true, tags: [{{id: 666, nativeMode: tagged}}, {{id: 667}}]}}
+    bandwidth: {{inbound: {{average: 1000, peak: 2000, burst: 1024, floor: 100}}, outbound: {{average: 500}}}}
+    trustGuestRxFilters: false
+  - name: alice
+    virtualport: {{profileid: alice-profile, interfaceid: 09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f}}
+  vlan: {{tags: [{{id: 42, nativeMode: untagged}}]}}
+  bandwidth: {{inbound: {{average: 10000}}, outbound: {{average: 20000, peak: 30000, burst: 4096}}}}
+  trustGuestRxFilters: true
+  ipv6: true
+  port: {{isolated: true}}
+  dns:
+    enable: true
+    forwardPlainNames: false
+    forwarders: [{{addr: 8.8.8.8}}, {{domain: example.com, addr: 192.168.1.1}}]
+    hosts: [{{ip: 192.168.122.2, hostnames: [shared, names]}}]
+    txts: [{{name: example, value: example value}}]
+    srvs: [{{service: name, protocol: tcp, domain: test, target: ., port: 1024, priority: 10, weight: 10}}]
+  ips:
+  - address: 192.168.122.1
+    netmask: 255.255.255.0
+    localPtr: true
+    tftpRoot: /var/lib/tftproot
+    dhcp:
+      ranges: [{{start: 192.168.122.2, end: 192.168.122.254, lease: {{expiry: 1, unit: hours}}}}]
+      hosts: [{{mac: 00:16:3e:77:e2:ed, name: a.example.com, ip: 192.168.122.10, lease: {{expiry: 0}}}}]
+      bootp: {{file: pxeboot.img, server: 10.20.30.40}}
+  - family: ipv6
+    address: 2001:db8:ac10:fd01::1
+    prefix: 64
+    dhcp:
+      hosts: [{{id: "0:4:7e:7d:f0:7d:a8:bc:c5:d2:13:32:11:ed:16:ea:84:63", ip: "2001:db8:ac10:fd01::1:20"}}]
+  routes:
+  - {{family: ipv6, address: "2001:db8:ac10:fc00::", prefix: 64, gateway: "2001:db8:ac10:fd01::1:24", metric: 5}}
+  - {{address: 192.168.222.0, netmask: 255.255.255.0, gateway: 192.168.122.10}}
+  dnsmasqOptions: ["foo=bar", "cname=*.cloudapps.example.com,master.example.com"]
+  libvirtMetadata: <app1:foo xmlns:app1="http://foo.org/">fooish</app1:foo>
+  maxConnectionsPerDevice: 32
+"#,
+        k = label.0,
+        v = label.1
+    );
+    serde_yaml::from_str(&yaml).expect("the test network parses")
+}
+
+#[tokio::test]
+async fn network_applied_with_kubectl_reads_back_intact() {
+    let env = TestEnv::new("network-roundtrip").await;
+    let name = env.unique("full");
+    let net = full_network(&name, env.test_label());
+    let yaml = serde_yaml::to_string(&net).unwrap();
+    let out = env.kubectl(&["apply", "-f", "-"], Some(&yaml));
+    assert!(out.status.success(), "kubectl apply: {}", stderr(&out));
+
+    let api: Api<Network> = Api::all(env.client.clone());
+    let live = api.get(&name).await.expect("the network reads back");
+    // Pruning would silently drop any field the schema does not describe.
+    assert_eq!(live.spec, net.spec);
+    assert_eq!(live.spec.portgroups.len(), 2);
+    assert_eq!(live.spec.forward.as_ref().unwrap().interfaces.len(), 3);
+}
+
+#[tokio::test]
+async fn portgroup_added_by_server_side_apply_leaves_the_rest_untouched() {
+    let env = TestEnv::new("portgroup-ssa").await;
+    let name = env.unique("ssa");
+    let net = full_network(&name, env.test_label());
+    let yaml = serde_yaml::to_string(&net).unwrap();
+    let out = env.kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=gitops",
+            "-f",
+            "-",
+        ],
+        Some(&yaml),
+    );
+    assert!(out.status.success(), "kubectl apply: {}", stderr(&out));
+
+    // Another manager adds one portgroup, as virNetworkUpdate would, without restating the network.
+    let api: Api<Network> = Api::all(env.client.clone());
+    let patch = serde_json::json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "Network",
+        "metadata": {"name": name},
+        "spec": {"portgroups": [{"name": "carol", "vlan": {"tags": [{"id": 300}]}}]}
+    });
+    let live = api
+        .patch(
+            &name,
+            &PatchParams::apply("portgroup-editor"),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("server-side apply of one portgroup");
+
+    let names: Vec<&str> = live
+        .spec
+        .portgroups
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["bob", "alice", "carol"]);
+    let mut without_carol = live.spec.clone();
+    without_carol.portgroups.retain(|p| p.name != "carol");
+    assert_eq!(
+        without_carol, net.spec,
+        "nothing but the new portgroup changed"
+    );
+    let managers: Vec<String> = live
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        managers.contains(&"gitops".to_string())
+            && managers.contains(&"portgroup-editor".to_string())
+    );
+
+    // The editor changes its own portgroup; the others stay as they were.
+    let patch = serde_json::json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "Network",
+        "metadata": {"name": name},
+        "spec": {"portgroups": [{"name": "carol", "vlan": {"tags": [{"id": 301}]}}]}
+    });
+    let live = api
+        .patch(
+            &name,
+            &PatchParams::apply("portgroup-editor"),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("server-side apply changing the portgroup");
+    let carol = live
+        .spec
+        .portgroups
+        .iter()
+        .find(|p| p.name == "carol")
+        .unwrap();
+    assert_eq!(carol.vlan.as_ref().unwrap().tags[0].id, 301);
+    assert_eq!(live.spec.portgroups.len(), 3);
+}
+
+#[tokio::test]
+async fn invalid_forward_mode_is_refused_with_a_clear_message() {
+    let env = TestEnv::new("invalid-mode").await;
+    let name = env.unique("bad");
+    let yaml = format!(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: Network\nmetadata: {{name: {name}}}\nspec:\n  forward: {{mode: tunnel, dev: eth0}}\n"
+    );
+    let out = env.kubectl(&["apply", "-f", "-"], Some(&yaml));
+    assert!(!out.status.success(), "the apiserver accepted mode tunnel");
+    let msg = stderr(&out);
+    assert!(
+        msg.contains("spec.forward.mode"),
+        "message names the field: {msg}"
+    );
+    assert!(
+        msg.contains("\"tunnel\""),
+        "message names the bad value: {msg}"
+    );
+    assert!(
+        msg.contains("\"passthrough\"") && msg.contains("\"vepa\""),
+        "message lists the valid modes: {msg}"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_explain_teaches_the_api() {
+    let env = TestEnv::new("explain").await;
+    // The apiserver publishes CRD schemas to OpenAPI asynchronously after establishment.
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = env.kubectl(&["explain", "networks.spec.forward"], None);
+        last = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        if out.status.success() && last.contains("interfaces") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(last.contains("libvirt's `<forward>`"), "{last}");
+    assert!(last.contains("The pool of host network devices"), "{last}");
+    assert!(
+        last.contains("mode") && last.contains("-required-"),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn ports_nodes_and_checks_are_accepted() {
+    let env = TestEnv::new("other-kinds").await;
+    let ns = env.namespace.clone();
+    let port: NetworkPort = serde_yaml::from_str(&format!(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: NetworkPort\nmetadata: {{name: vm1-net0, namespace: {ns}}}\nspec:\n  network: direct\n  node: node-a\n  mac: 52:54:00:12:34:56\n  portgroup: bob\n  owner: {{kind: VirtualMachineInstance, name: vm1}}\n"
+    ))
+    .unwrap();
+    let ports: Api<NetworkPort> = Api::namespaced(env.client.clone(), &ns);
+    let created = ports
+        .create(&Default::default(), &port)
+        .await
+        .expect("port accepted");
+    assert_eq!(created.spec, port.spec);
+
+    let bad_mac = env.kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: NetworkPort\nmetadata: {{name: bad, namespace: {ns}}}\nspec: {{network: direct, node: node-a, mac: not-a-mac}}\n"
+        )),
+    );
+    assert!(!bad_mac.status.success());
+    assert!(
+        stderr(&bad_mac).contains("spec.mac"),
+        "{}",
+        stderr(&bad_mac)
+    );
+
+    let check: MigrationCheck = serde_yaml::from_str(&format!(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: MigrationCheck\nmetadata: {{name: vm1, namespace: {ns}}}\nspec:\n  interfaces: [{{name: net0, network: direct, portgroup: bob}}]\n  nodes: [node-a, node-b]\n"
+    ))
+    .unwrap();
+    let checks: Api<MigrationCheck> = Api::namespaced(env.client.clone(), &ns);
+    let created = checks
+        .create(&Default::default(), &check)
+        .await
+        .expect("check accepted");
+    assert_eq!(created.spec, check.spec);
+
+    let node_name = env.unique("node");
+    let mut node = NetworkNode::new(&node_name, NetworkNodeSpec {});
+    node.metadata.labels = Some([env.test_label()].into_iter().collect());
+    let nodes: Api<NetworkNode> = Api::all(env.client.clone());
+    nodes
+        .create(&Default::default(), &node)
+        .await
+        .expect("network node accepted");
+    let status = serde_json::json!({"status": {
+        "networksReady": 1, "ports": 1,
+        "networks": [{"name": "direct", "ready": true, "macvtapMode": "vepa", "capacity": 128, "used": 1, "free": 127,
+            "devices": [{"name": "eth1", "present": true, "linkState": "up", "connections": 1}]}],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Recovered", "message": "counts rebuilt"}]
+    }});
+    let live = nodes
+        .patch_status(&node_name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status subresource accepts the agent's report");
+    let st = live.status.expect("status kept");
+    assert_eq!(st.networks[0].devices[0].connections, 1);
+    assert_eq!(st.networks[0].devices[0].link_state, LinkState::Up);
+}
