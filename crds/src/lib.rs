@@ -98,6 +98,10 @@ fn drop_nullable(schema: &mut JSONSchemaProps) {
     }
 }
 
+/// Where the generated CRD YAML is committed, relative to the repository root: the plain
+/// manifests and the Helm chart (which installs CRDs from its own `crds/`).
+pub const CRD_DIRS: [&str; 2] = ["deploy/crds", "charts/switchyard/crds"];
+
 /// The file name under `deploy/crds/` of a CRD.
 pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))

@@ -1,7 +1,7 @@
 //! The committed CRD YAML is what the types generate, and the schema documents every field.
 
 use serde_json::Value;
-use switchyard_crds::{all_crds, crd_file_name, crd_yaml};
+use switchyard_crds::{CRD_DIRS, all_crds, crd_file_name, crd_yaml};
 
 #[test]
 fn committed_crd_yaml_is_current() {
