@@ -5,25 +5,26 @@ use switchyard_crds::{CRD_DIRS, all_crds, crd_file_name, crd_yaml};
 
 #[test]
 fn committed_crd_yaml_is_current() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
-    let mut stale = Vec::new();
-    for crd in all_crds() {
-        let path = dir.join(crd_file_name(&crd));
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        if committed != crd_yaml(&crd) {
-            stale.push(path.display().to_string());
-        }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in CRD_DIRS.map(|d| root.join(d)) {
+        let stale: Vec<String> = all_crds()
+            .iter()
+            .map(|crd| (dir.join(crd_file_name(crd)), crd_yaml(crd)))
+            .filter(|(path, yaml)| std::fs::read_to_string(path).unwrap_or_default() != *yaml)
+            .map(|(path, _)| path.display().to_string())
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "stale generated CRDs: {stale:?}; run `cargo run -p switchyard-crds --bin crdgen` and commit them"
+        );
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(
+            files,
+            all_crds().len(),
+            "{} holds a CRD the types no longer generate",
+            dir.display()
+        );
     }
-    assert!(
-        stale.is_empty(),
-        "stale generated CRDs: {stale:?}; run `cargo run -p switchyard-crds --bin crdgen` and commit deploy/crds/"
-    );
-    let files = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(
-        files,
-        all_crds().len(),
-        "deploy/crds/ holds a CRD the types no longer generate"
-    );
 }
 
 /// Paths of schema properties without a description.
