@@ -1,0 +1,230 @@
+//! What the validating webhook decides, as pure functions of the request and the index.
+//!
+//! - A Network must pass `switchyard_libvirt::validate::validate_network`, with its messages;
+//!   an update must not remove a portgroup or a pool device that live ports use.
+//! - A NetworkPort is created only where it can be realised: its network exists, its portgroup
+//!   exists, the virtualport / vlan merge succeeds, and its node passes the migration check
+//!   (so a migration to a node that lacks the network or room fails at once, with reasons).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::ResourceExt;
+use switchyard_crds::{Network, NetworkPort, NetworkSpec, ReasonCode};
+use switchyard_libvirt::merge::effective_port;
+use switchyard_libvirt::modes;
+use switchyard_libvirt::validate::validate_network;
+
+use crate::check::{self, Interface};
+use crate::index::{Index, PortUse};
+
+/// The webhook's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let the request through.
+    Allow,
+    /// Refuse it.
+    Deny(Denial),
+}
+
+/// Why a request is refused, as the apiserver relays it to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// HTTP code: 422 for a spec that is wrong in itself, 403 for one the cluster's state
+    /// refuses (no room, ports in the way).
+    pub code: u16,
+    /// A Kubernetes status reason: `Invalid` or `Forbidden`.
+    pub reason: &'static str,
+    /// What is wrong and what to do, in full.
+    pub message: String,
+}
+
+impl Decision {
+    fn invalid(message: String) -> Self {
+        Decision::Deny(Denial {
+            code: 422,
+            reason: "Invalid",
+            message,
+        })
+    }
+
+    fn forbidden(message: String) -> Self {
+        Decision::Deny(Denial {
+            code: 403,
+            reason: "Forbidden",
+            message,
+        })
+    }
+}
+
+/// Whether a Network may be created (`old` is `None`) or updated.
+pub fn review_network(index: &Index, network: &Network, old: Option<&Network>) -> Decision {
+    let name = network.name_any();
+    if let Err(errors) = validate_network(&network.spec) {
+        let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Decision::invalid(format!(
+            "Network \"{name}\" is invalid: {}",
+            problems.join("; ")
+        ));
+    }
+    let Some(old) = old else {
+        return Decision::Allow;
+    };
+    let mut problems = Vec::new();
+    let kept: BTreeSet<&str> = network
+        .spec
+        .portgroups
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    for removed in old
+        .spec
+        .portgroups
+        .iter()
+        .map(|p| p.name.as_str())
+        .filter(|p| !kept.contains(p))
+    {
+        let users: Vec<String> = index
+            .ports_of_network(&name)
+            .filter(|port| port.uses_portgroup(removed))
+            .map(|port| port.key.to_string())
+            .collect();
+        if !users.is_empty() {
+            problems.push(format!(
+                "portgroup \"{removed}\" is used by live port(s) {}",
+                users.join(", ")
+            ));
+        }
+    }
+    // device -> (node -> ports), so the message groups them.
+    let mut pulled: BTreeMap<&str, BTreeMap<&str, Vec<String>>> = BTreeMap::new();
+    for port in index.ports_of_network(&name) {
+        let Some(device) = port.actual_device.as_deref() else {
+            continue;
+        };
+        if device_removed(index, &old.spec, &network.spec, port, device) {
+            pulled
+                .entry(device)
+                .or_default()
+                .entry(port.node.as_str())
+                .or_default()
+                .push(port.key.to_string());
+        }
+    }
+    for (device, nodes) in pulled {
+        for (node, ports) in nodes {
+            problems.push(format!(
+                "pool device \"{device}\" on node \"{node}\" is used by live port(s) {}",
+                ports.join(", ")
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Decision::Allow
+    } else {
+        Decision::forbidden(format!(
+            "Network \"{name}\" cannot be changed this way: {}; delete or move those ports first",
+            problems.join("; ")
+        ))
+    }
+}
+
+/// Whether the port's device was in the network's pool on its node and no longer is.
+fn device_removed(
+    index: &Index,
+    old: &NetworkSpec,
+    new: &NetworkSpec,
+    port: &PortUse,
+    device: &str,
+) -> bool {
+    let no_labels = BTreeMap::new();
+    let labels = index.node(&port.node).map_or(&no_labels, |n| &n.labels);
+    let in_pool =
+        |spec: &NetworkSpec| pool_on_node(spec, labels).map(|pool| pool.contains(&device));
+    // A pool given by a physical function lists no names: nothing to compare.
+    matches!((in_pool(old), in_pool(new)), (Some(true), Some(false)))
+}
+
+/// The pool devices of a network on a node with these labels: the first node group that
+/// matches and gives interfaces, else the spec's pool. `None` when the pool is a physical
+/// function's virtual functions, whose names the spec does not give.
+pub fn pool_on_node<'a>(
+    spec: &'a NetworkSpec,
+    labels: &BTreeMap<String, String>,
+) -> Option<Vec<&'a str>> {
+    match spec
+        .node_groups
+        .iter()
+        .find(|group| group.node_selector.matches(labels))
+    {
+        Some(group) if !group.interfaces.is_empty() => {
+            Some(group.interfaces.iter().map(|i| i.dev.as_str()).collect())
+        }
+        Some(group) if group.pf.is_some() => None,
+        _ => {
+            let pool = modes::pool_devices(spec);
+            let pf_only = spec.forward.as_ref().is_some_and(|f| f.pf.is_some()) && pool.is_empty();
+            (!pf_only).then_some(pool)
+        }
+    }
+}
+
+/// Whether a NetworkPort may be created (`old` is `None`) or updated.
+///
+/// On creation the port must fit on its node now. On update only the node-independent rules
+/// apply again, and only when the spec changed: the agent's own updates (finalizers, labels)
+/// must go through even when the network has since changed or gone.
+pub fn review_port(index: &Index, port: &NetworkPort, old: Option<&NetworkPort>) -> Decision {
+    let name = format!(
+        "{}/{}",
+        port.namespace().unwrap_or_default(),
+        port.name_any()
+    );
+    let spec = &port.spec;
+    if old.is_some_and(|old| old.spec == port.spec) {
+        return Decision::Allow;
+    }
+    let Some(network) = index.network(&spec.network) else {
+        return Decision::forbidden(format!(
+            "NetworkPort \"{name}\": network \"{}\" does not exist; create it first, or name an existing network in spec.network",
+            spec.network
+        ));
+    };
+    let request = switchyard_libvirt::merge::PortRequest::from_port(spec);
+    if let Err(error) = effective_port(&network.spec, &request) {
+        return Decision::invalid(format!(
+            "NetworkPort \"{name}\" cannot attach to network \"{}\": [{}] {error}",
+            spec.network,
+            error.reason()
+        ));
+    }
+    if old.is_some() {
+        return Decision::Allow;
+    }
+    let interfaces = [Interface::from_port(port.name_any(), spec)];
+    let plan = check::plan(index, &interfaces);
+    let verdict = check::check_node(index, &plan, &spec.node);
+    if verdict.eligible {
+        return Decision::Allow;
+    }
+    let reasons: Vec<String> = verdict
+        .reasons
+        .iter()
+        .map(|r| format!("[{}] {}", code_name(r.code), r.message))
+        .collect();
+    Decision::forbidden(format!(
+        "NetworkPort \"{name}\" cannot be placed on node \"{}\": {}",
+        spec.node,
+        reasons.join("; ")
+    ))
+}
+
+/// A reason code as spelled in the API.
+pub fn code_name(code: ReasonCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{code:?}"))
+}
+
+#[cfg(test)]
+mod tests;
