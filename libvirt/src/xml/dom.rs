@@ -38,26 +38,18 @@ pub struct Element {
 }
 
 impl Element {
-    fn from_start(
-        start: &BytesStart,
-        reader: &Reader<&[u8]>,
-        source: &str,
-    ) -> Result<Self, XmlError> {
+    /// `at` is the position of the start tag, for messages.
+    fn from_start(start: &BytesStart, at: u64, source: &str) -> Result<Self, XmlError> {
         let name = start.name().as_ref().to_string();
         let mut attributes = Vec::new();
         for attribute in start.attributes() {
-            let attribute = attribute
-                .map_err(|e| syntax_at(source, reader.buffer_position(), &e.to_string()))?;
+            let attribute = attribute.map_err(|e| {
+                syntax_at(source, at, &format!("in the attributes of <{name}>: {e}"))
+            })?;
             let key = attribute.key.as_ref().to_string();
             let value = attribute
                 .normalized_value(XmlVersion::Implicit1_0)
-                .map_err(|e| {
-                    syntax_at(
-                        source,
-                        reader.buffer_position(),
-                        &format!("attribute {key}: {e}"),
-                    )
-                })?;
+                .map_err(|e| syntax_at(source, at, &format!("attribute {key} of <{name}>: {e}")))?;
             if value.len() > MAX_VALUE_BYTES {
                 return Err(XmlError::TooLarge {
                     what: format!("attribute {key} of <{name}>"),
@@ -120,7 +112,7 @@ pub fn parse(source: &str) -> Result<Element, XmlError> {
                 if root.is_some() {
                     return Err(syntax_at(source, before, "content after the root element"));
                 }
-                let mut element = Element::from_start(&start, &reader, source)?;
+                let mut element = Element::from_start(&start, before, source)?;
                 let at = to_usize(reader.buffer_position());
                 element.inner = at..at;
                 stack.push(element);
@@ -133,7 +125,7 @@ pub fn parse(source: &str) -> Result<Element, XmlError> {
                         "content after the root element or nested too deep",
                     ));
                 }
-                let element = Element::from_start(&start, &reader, source)?;
+                let element = Element::from_start(&start, before, source)?;
                 attach(&mut stack, &mut root, element);
             }
             Event::End(_) => {
