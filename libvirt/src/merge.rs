@@ -343,6 +343,29 @@ pub fn effective_port(
     network: &NetworkSpec,
     request: &PortRequest,
 ) -> Result<EffectivePort, PortError> {
+    explain_port(network, request).map(|explained| explained.port)
+}
+
+/// An effective port with where each of its settings came from, for people asking why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// The settings the port gets.
+    pub port: EffectivePort,
+    /// Whether the portgroup was named by the port (`true`) or is the network's default.
+    pub portgroup_named: bool,
+    /// Where the vlan came from.
+    pub vlan_from: Option<Origin>,
+    /// Where the bandwidth came from.
+    pub bandwidth_from: Option<Origin>,
+    /// Where `trustGuestRxFilters` came from.
+    pub trust_from: Option<Origin>,
+}
+
+/// [`effective_port`], with the origin of each setting.
+pub fn explain_port(
+    network: &NetworkSpec,
+    request: &PortRequest,
+) -> Result<Explanation, PortError> {
     let connection = connection(network)?;
     let portgroup = select_portgroup(network, request.portgroup)?;
     let portgroup_origin =
@@ -357,7 +380,7 @@ pub fn effective_port(
         ),
     ])?;
 
-    let (vlan, vlan_origin) = first_set(&[
+    let (vlan, vlan_from) = first_set(&[
         (request.vlan, Origin::Port),
         (
             portgroup.and_then(|pg| pg.vlan.as_ref()),
@@ -365,34 +388,41 @@ pub fn effective_port(
         ),
         (network.vlan.as_ref(), Origin::Network),
     ]);
-    let (bandwidth, bandwidth_origin) = first_set(&[
+    let (bandwidth, bandwidth_from) = first_set(&[
         (request.bandwidth, Origin::Port),
         (
             portgroup.and_then(|pg| pg.bandwidth.as_ref()),
             portgroup_origin(),
         ),
     ]);
-    let trust_guest_rx_filters = request
-        .trust_guest_rx_filters
-        .or(portgroup.and_then(|pg| pg.trust_guest_rx_filters))
-        .or(network.trust_guest_rx_filters);
+    let (trust_guest_rx_filters, trust_from) = first_set(&[
+        (request.trust_guest_rx_filters.as_ref(), Origin::Port),
+        (
+            portgroup.and_then(|pg| pg.trust_guest_rx_filters.as_ref()),
+            portgroup_origin(),
+        ),
+        (network.trust_guest_rx_filters.as_ref(), Origin::Network),
+    ]);
 
     let uses = describe_connection(network, connection);
     if let Some(vport) = &virtualport {
         check_virtualport_fits(vport, connection, &uses)?;
     }
-    if let (Some(vlan), Some(origin)) = (vlan, vlan_origin)
+    if let (Some(vlan), Some(origin)) = (vlan, &vlan_from)
         && !vlan.tags.is_empty()
         && !vlan_fits(connection, virtualport.as_ref())
     {
-        return Err(PortError::VlanUnsupported { origin, uses });
+        return Err(PortError::VlanUnsupported {
+            origin: origin.clone(),
+            uses,
+        });
     }
-    if let (Some(bandwidth), Some(origin)) = (bandwidth, bandwidth_origin)
+    if let (Some(bandwidth), Some(origin)) = (bandwidth, &bandwidth_from)
         && inbound_floor(bandwidth).is_some()
     {
         // Only libvirt's managed bridges can guarantee a floor, and switchyard realises none.
         return Err(PortError::FloorUnsupported {
-            origin,
+            origin: origin.clone(),
             mode: modes::mode_name(network),
         });
     }
@@ -405,14 +435,20 @@ pub fn effective_port(
         Connection::Bridge => false,
     };
 
-    Ok(EffectivePort {
-        portgroup: portgroup.map(|pg| pg.name.clone()),
-        virtualport,
-        vlan: vlan.cloned(),
-        bandwidth: bandwidth.cloned(),
-        trust_guest_rx_filters,
-        connection,
-        exclusive,
+    Ok(Explanation {
+        port: EffectivePort {
+            portgroup: portgroup.map(|pg| pg.name.clone()),
+            virtualport,
+            vlan: vlan.cloned(),
+            bandwidth: bandwidth.cloned(),
+            trust_guest_rx_filters: trust_guest_rx_filters.copied(),
+            connection,
+            exclusive,
+        },
+        portgroup_named: request.portgroup.is_some(),
+        vlan_from,
+        bandwidth_from,
+        trust_from,
     })
 }
 

@@ -675,3 +675,24 @@ fn requests_borrow_from_ports_and_interfaces() {
     assert_eq!(request.portgroup, Some("pg"));
     assert_eq!(request.bandwidth, None);
 }
+
+#[test]
+fn explanation_says_where_settings_came_from() {
+    let mut net = macvtap_network(ForwardMode::Passthrough);
+    net.vlan = Some(vlan(&[10]));
+    net.trust_guest_rx_filters = Some(true);
+    net.portgroups = vec![PortGroup {
+        default: Some(true),
+        vlan: Some(vlan(&[20])),
+        ..portgroup("pg")
+    }];
+    let explained = explain_port(&net, &PortRequest::default()).unwrap();
+    assert!(!explained.portgroup_named);
+    assert_eq!(explained.vlan_from, Some(Origin::Portgroup("pg".into())));
+    assert_eq!(explained.trust_from, Some(Origin::Network));
+    assert_eq!(explained.bandwidth_from, None);
+    assert_eq!(
+        explained.port,
+        effective_port(&net, &PortRequest::default()).unwrap()
+    );
+}
