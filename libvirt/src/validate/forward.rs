@@ -164,7 +164,11 @@ fn forward(spec: &NetworkSpec, problems: &mut Problems) {
         if let Some(first) = seen.insert(&interface.dev, i) {
             problems.add(
                 &dev_path,
-                format!("interface '{}' can only be listed once (already at spec.forward.interfaces[{first}])", interface.dev),
+                format!(
+                    "interface '{}' can only be listed once (it is also pool item {})",
+                    interface.dev,
+                    first + 1
+                ),
             );
         }
     }
@@ -187,8 +191,9 @@ fn forward(spec: &NetworkSpec, problems: &mut Problems) {
             problems.add(
                 &address_path,
                 format!(
-                    "PCI device {} can only be listed once (already at spec.forward.addresses[{first}])",
-                    values::format_pci(address)
+                    "PCI device {} can only be listed once (it is also pool item {})",
+                    values::format_pci(address),
+                    first + 1
                 ),
             );
         }

@@ -1,0 +1,50 @@
+//! One module per subcommand; each has its arguments and a `run`.
+
+mod explain_port;
+mod export;
+mod import;
+mod validate;
+
+use clap::Subcommand;
+
+use crate::failure::Failure;
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert libvirt network XML into a Network, as YAML for `kubectl apply -f -`.
+    Import(import::Args),
+    /// Print a Network as libvirt network XML, as `virsh net-dumpxml --inactive` would.
+    Export(export::Args),
+    /// Check network definitions (libvirt XML or Network YAML) as `virsh net-define` would.
+    Validate(validate::Args),
+    /// Show the settings a port would get on a network, or exactly why it cannot attach.
+    ExplainPort(explain_port::Args),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub fn run(self) -> Result<(), Failure> {
+        match self {
+            Command::Import(args) => import::run(args),
+            Command::Export(args) => export::run(args),
+            Command::Validate(args) => validate::run(args),
+            Command::ExplainPort(args) => explain_port::run(args),
+        }
+    }
+}
+
+/// Problems as indented lines: the XML element for XML input, the field for YAML.
+fn problem_lines(problems: &[switchyard_libvirt::FieldError], xml: bool) -> String {
+    problems
+        .iter()
+        .map(|p| {
+            if xml {
+                format!("  {} ({}): {}", p.element, p.field, p.message)
+            } else {
+                format!("  {}: {}", p.field, p.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
