@@ -5,4 +5,5 @@
 
 pub mod cluster;
 pub mod control_plane;
+pub mod netns;
 pub mod procs;

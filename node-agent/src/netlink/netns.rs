@@ -1,0 +1,195 @@
+//! Reaching the node's network namespace: the netlink socket, and sysfs for tap devices.
+//!
+//! A netlink socket belongs to the namespace its creating thread was in, for its whole life.
+//! sysfs shows the network namespace of whoever *mounted* it, not of the reader: from the host's
+//! `/sys`, a macvtap in another namespace is invisible (`/sys/dev/char/246:N` dangles), and
+//! `/sys/class/net/<name>` may even show a host link of the same name. So one dedicated thread
+//! per namespace:
+//!
+//! 1. `unshare(CLONE_NEWNS)`: a mount namespace of its own (allowed per thread), with every
+//!    mount made a slave so nothing it mounts propagates back to the host;
+//! 2. `setns(CLONE_NEWNET)` into the target namespace (per thread too; other threads of the
+//!    process are untouched);
+//! 3. mounts a fresh sysfs on `/sys`, which then shows the target namespace;
+//! 4. creates the netlink socket while holding the caller's tokio runtime handle, so the socket
+//!    registers with that runtime without any `unsafe` fd juggling;
+//! 5. stays alive to answer sysfs reads until the [`NamespaceWorker`] is dropped.
+//!
+//! `nix` (already a dependency of `rtnetlink`, same version and features) gives safe wrappers
+//! for `unshare`, `setns` and `mount`.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, setns, unshare};
+use rtnetlink::sys::{AsyncSocket, TokioSocket, protocols::NETLINK_ROUTE};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::NetlinkError;
+
+/// Which network namespace the agent manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetnsTarget {
+    /// The namespace the process runs in (a hostNetwork pod: the node's).
+    Current,
+    /// A namespace file, e.g. `/run/netns/node-a` (the test sandbox's stand-in nodes).
+    Path(PathBuf),
+}
+
+impl NetnsTarget {
+    /// The namespace file for a name under `/run/netns`, as `ip netns add` creates it.
+    pub fn named(name: &str) -> Self {
+        Self::Path(Path::new("/run/netns").join(name))
+    }
+}
+
+/// How the worker thread sees sysfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SysfsView {
+    /// A sysfs mounted inside the target namespace: what it shows is right.
+    Private,
+    /// The process's own `/sys` (a private mount was not allowed): right only when `/sys` was
+    /// mounted in the current namespace, so reads are cross-checked by ifindex.
+    Inherited,
+}
+
+/// A read of one sysfs file, answered by the worker thread.
+struct SysfsRead {
+    path: PathBuf,
+    reply: oneshot::Sender<io::Result<String>>,
+}
+
+/// The thread living in the target namespace. Dropping it ends the thread, and with it the
+/// private mount namespace.
+#[derive(Debug)]
+pub(crate) struct NamespaceWorker {
+    requests: mpsc::Sender<SysfsRead>,
+    view: SysfsView,
+}
+
+impl NamespaceWorker {
+    /// Starts the worker in `target` and returns it with a netlink socket of that namespace,
+    /// registered with the current tokio runtime.
+    pub(crate) async fn start(target: &NetnsTarget) -> Result<(Self, TokioSocket), NetlinkError> {
+        let runtime = tokio::runtime::Handle::current();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (requests, inbox) = mpsc::channel::<SysfsRead>();
+        let target = target.clone();
+        std::thread::Builder::new()
+            .name("swy-netns".into())
+            .spawn(move || {
+                let setup = enter(&target, &runtime);
+                let failed = setup.is_err();
+                if ready_tx.send(setup).is_err() || failed {
+                    return;
+                }
+                for read in inbox {
+                    let _ = read.reply.send(std::fs::read_to_string(&read.path));
+                }
+            })
+            .map_err(NetlinkError::Socket)?;
+        let (view, socket) = ready_rx
+            .await
+            .map_err(|_| NetlinkError::Socket(io::Error::other("namespace thread died")))??;
+        Ok((Self { requests, view }, socket))
+    }
+
+    /// Reads a file under the namespace's `/sys`.
+    async fn read(&self, path: PathBuf) -> io::Result<String> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(SysfsRead { path, reply })
+            .map_err(|_| io::Error::other("namespace thread stopped"))?;
+        answer
+            .await
+            .map_err(|_| io::Error::other("namespace thread stopped"))?
+    }
+
+    /// The macvtap's tap character device as `major:minor`. The minor is allocated from a
+    /// kernel-wide pool (not the ifindex), so this is the only reliable handle on the device
+    /// across namespaces; `/dev/tap<ifindex>` can name another namespace's tap.
+    pub(crate) async fn tap_device(&self, name: &str, ifindex: u32) -> io::Result<String> {
+        let dir = Path::new("/sys/class/net").join(name);
+        if self.view == SysfsView::Inherited {
+            let seen = self.read(dir.join("ifindex")).await?;
+            if seen.trim() != ifindex.to_string() {
+                return Err(io::Error::other(format!(
+                    "/sys shows another link named {name} (ifindex {}, expected {ifindex}): \
+                     /sys is not from the agent's network namespace",
+                    seen.trim()
+                )));
+            }
+        }
+        let dev = self
+            .read(
+                dir.join("macvtap")
+                    .join(format!("tap{ifindex}"))
+                    .join("dev"),
+            )
+            .await?;
+        Ok(dev.trim().to_string())
+    }
+}
+
+/// Runs on the worker thread: enters the namespace, mounts its sysfs, opens the socket.
+fn enter(
+    target: &NetnsTarget,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(SysfsView, TokioSocket), NetlinkError> {
+    let netns = match target {
+        NetnsTarget::Current => None,
+        NetnsTarget::Path(path) => {
+            Some(File::open(path).map_err(|source| NetlinkError::Namespace {
+                path: path.clone(),
+                source,
+            })?)
+        }
+    };
+    let private_mounts = unshare(CloneFlags::CLONE_NEWNS).and_then(|()| {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+    });
+    if let (Some(file), NetnsTarget::Path(path)) = (&netns, target) {
+        setns(file, CloneFlags::CLONE_NEWNET).map_err(|errno| NetlinkError::Namespace {
+            path: path.clone(),
+            source: errno.into(),
+        })?;
+    }
+    let private_sysfs = private_mounts.and_then(|()| {
+        mount(
+            Some("sysfs"),
+            "/sys",
+            Some("sysfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+    });
+    let view = match (private_sysfs, target) {
+        (Ok(()), _) => SysfsView::Private,
+        (Err(errno), NetnsTarget::Current) => {
+            warn!(%errno, "cannot mount a private sysfs; reading the process's /sys instead");
+            SysfsView::Inherited
+        }
+        (Err(errno), NetnsTarget::Path(path)) => {
+            return Err(NetlinkError::Namespace {
+                path: path.clone(),
+                source: io::Error::other(format!(
+                    "cannot mount a sysfs for the namespace ({errno}), needed to find tap devices"
+                )),
+            });
+        }
+    };
+    let _runtime = runtime.enter();
+    let socket = TokioSocket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+    debug!(?target, ?view, "netlink socket open in network namespace");
+    Ok((view, socket))
+}

@@ -1,0 +1,752 @@
+//! The netlink edge against the real kernel, inside network namespaces these tests create (run
+//! as root). veth pairs stand in for NICs. Links are created by the code under test (rtnetlink)
+//! and read back with `ip -d -j link show`; foreign links are made with `ip`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use switchyard_crds::{LinkState, MacvtapMode};
+use switchyard_node_agent::netlink::{
+    BridgePortRequest, KERNEL_MAX_BRIDGE_PORTS, LinkManager, MacvtapRequest, NetlinkError,
+    NetnsTarget,
+};
+use switchyard_node_agent::ownership::{
+    GroupRole, LinkGroups, LinkRef, OwnedLinkKind, link_name, peer_link_name,
+};
+use switchyard_tests::netns::Sandbox;
+
+static NEXT_UID: AtomicU32 = AtomicU32::new(1);
+
+/// A fresh UUID-shaped port UID, unique in this process.
+fn port_uid() -> String {
+    // The counter leads: the first ten hex digits name the link.
+    format!(
+        "{:08x}-{:04x}-4000-8000-{:012x}",
+        NEXT_UID.fetch_add(1, Ordering::Relaxed),
+        std::process::id() & 0xffff,
+        0x5eed
+    )
+}
+
+/// A locally administered MAC from a number.
+fn mac(n: u32) -> String {
+    let b = n.to_be_bytes();
+    format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+}
+
+async fn manager(sandbox: &Sandbox) -> LinkManager {
+    LinkManager::open(&NetnsTarget::Path(sandbox.path()), LinkGroups::DEFAULT)
+        .await
+        .expect("open the sandbox's links")
+}
+
+/// The tap char device as the namespace's own sysfs shows it (iproute2 remounts /sys).
+fn tap_dev_via_ip_netns_exec(sandbox: &Sandbox, name: &str, ifindex: u32) -> String {
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", sandbox.name(), "cat"])
+        .arg(format!("/sys/class/net/{name}/macvtap/tap{ifindex}/dev"))
+        .output()
+        .expect("run ip netns exec");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn macvtap_major() -> u32 {
+    std::fs::read_to_string("/proc/devices")
+        .unwrap()
+        .lines()
+        .find_map(|line| {
+            let (major, name) = line.trim().split_once(' ')?;
+            (name == "macvtap").then(|| major.parse().ok())?
+        })
+        .expect("macvtap registered in /proc/devices")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_macvtap_mode_produces_the_right_link() {
+    let sandbox = Sandbox::new("modes").unwrap();
+    let nics = sandbox.add_nics("eth", 4).unwrap();
+    let links = manager(&sandbox).await;
+    let modes = [
+        (MacvtapMode::Bridge, "bridge"),
+        (MacvtapMode::Vepa, "vepa"),
+        (MacvtapMode::Private, "private"),
+        (MacvtapMode::Passthrough, "passthru"),
+    ];
+    let major = macvtap_major();
+    for (i, ((mode, kernel_spelling), nic)) in modes.iter().zip(&nics).enumerate() {
+        let uid = port_uid();
+        let guest_mac = mac(0x100 + i as u32);
+        let created = links
+            .create_macvtap(&MacvtapRequest {
+                port_uid: &uid,
+                lower: &nic.name,
+                mode: *mode,
+                mac: &guest_mac,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert!(!created.already_existed);
+        assert_eq!(created.link.name, link_name(&uid));
+
+        let seen = sandbox
+            .link(&created.link.name)
+            .unwrap()
+            .expect("link exists");
+        assert_eq!(seen.ifindex, created.link.ifindex);
+        assert_eq!(seen.kind.as_deref(), Some("macvtap"), "{mode:?}");
+        assert_eq!(seen.mode.as_deref(), Some(*kernel_spelling));
+        assert_eq!(seen.lower.as_deref(), Some(nic.name.as_str()));
+        assert_eq!(seen.mac.as_deref(), Some(guest_mac.as_str()), "{mode:?}");
+        assert_eq!(seen.group, LinkGroups::DEFAULT.owned);
+        assert_eq!(seen.alias.as_deref(), Some(uid.as_str()));
+        assert!(seen.up, "{mode:?} link is up");
+        assert_eq!(seen.master, None);
+
+        let tap = created.tap_device.expect("macvtap has a tap device");
+        assert_eq!(
+            tap,
+            tap_dev_via_ip_netns_exec(&sandbox, &created.link.name, seen.ifindex)
+        );
+        assert!(tap.starts_with(&format!("{major}:")), "{tap}");
+        let lower_mac = sandbox.link(&nic.name).unwrap().unwrap().mac;
+        if *mode == MacvtapMode::Passthrough {
+            // Passthrough carries the guest MAC onto the device itself.
+            assert_eq!(lower_mac.as_deref(), Some(guest_mac.as_str()));
+        } else {
+            assert_ne!(lower_mac.as_deref(), Some(guest_mac.as_str()));
+        }
+    }
+
+    let owned = links.owned_links().await.unwrap();
+    assert_eq!(owned.len(), 4);
+    for (link, ((mode, _), nic)) in owned.iter().zip(modes.iter().zip(&nics)) {
+        assert_eq!(link.group, GroupRole::Owned);
+        assert_eq!(
+            link.kind,
+            OwnedLinkKind::Macvtap {
+                mode: Some(*mode),
+                lower: Some(nic.name.clone())
+            }
+        );
+        assert_eq!(
+            link.port_uid.as_deref().map(link_name),
+            Some(link.link.name.clone())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_is_exclusive_in_the_kernel_and_returns_the_device_mac() {
+    let sandbox = Sandbox::new("pt").unwrap();
+    let nic = sandbox.add_nic("eth0").unwrap();
+    let own_mac = sandbox.link("eth0").unwrap().unwrap().mac;
+    let links = manager(&sandbox).await;
+    let uid = port_uid();
+    let created = links
+        .create_macvtap(&MacvtapRequest {
+            port_uid: &uid,
+            lower: &nic.name,
+            mode: MacvtapMode::Passthrough,
+            mac: "52:54:00:00:00:aa",
+        })
+        .await
+        .unwrap();
+    let second = links
+        .create_macvtap(&MacvtapRequest {
+            port_uid: &port_uid(),
+            lower: &nic.name,
+            mode: MacvtapMode::Vepa,
+            mac: "52:54:00:00:00:ab",
+        })
+        .await;
+    assert!(
+        matches!(second, Err(NetlinkError::DeviceBusy { ref device, .. }) if device == "eth0"),
+        "{second:?}"
+    );
+    assert!(links.delete_link(&created.link).await.unwrap());
+    assert_eq!(sandbox.link("eth0").unwrap().unwrap().mac, own_mac);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_port_is_a_veth_on_the_bridge() {
+    let sandbox = Sandbox::new("br").unwrap();
+    sandbox.add_bridge("br0").unwrap();
+    let links = manager(&sandbox).await;
+    let uid = port_uid();
+    let guest_mac = "52:54:00:12:34:56";
+    let created = links
+        .create_bridge_port(&BridgePortRequest {
+            port_uid: &uid,
+            bridge: "br0",
+            mac: guest_mac,
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.tap_device, None);
+    let peer = created.peer.clone().expect("bridge port has a guest end");
+    assert_eq!(peer.name, peer_link_name(&uid));
+
+    let seen = sandbox.link(&created.link.name).unwrap().unwrap();
+    assert_eq!(seen.kind.as_deref(), Some("veth"));
+    assert_eq!(seen.master.as_deref(), Some("br0"));
+    assert_eq!(seen.lower.as_deref(), Some(peer.name.as_str()));
+    assert_eq!(seen.mac.as_deref(), Some("fe:54:00:12:34:56"));
+    assert_eq!(seen.group, LinkGroups::DEFAULT.owned);
+    assert_eq!(seen.alias.as_deref(), Some(uid.as_str()));
+    assert!(seen.up);
+    let guest = sandbox.link(&peer.name).unwrap().unwrap();
+    assert_eq!(guest.ifindex, peer.ifindex);
+    assert_eq!(guest.mac.as_deref(), Some(guest_mac));
+    assert_eq!(guest.master, None);
+    assert!(guest.up);
+
+    sandbox
+        .ip(&[
+            "link", "add", "other0", "type", "veth", "peer", "name", "other0p",
+        ])
+        .unwrap();
+    sandbox
+        .ip(&["link", "set", "other0", "master", "br0"])
+        .unwrap();
+    let ports = links.bridge_ports("br0").await.unwrap();
+    assert_eq!((ports.total, ports.owned), (2, 1));
+
+    let owned = links.owned_links().await.unwrap();
+    assert_eq!(
+        owned.len(),
+        1,
+        "the guest end is not in the group: {owned:?}"
+    );
+    assert_eq!(
+        owned[0].kind,
+        OwnedLinkKind::BridgePort {
+            bridge: Some("br0".into()),
+            peer: Some(peer.name.clone())
+        }
+    );
+    assert_eq!(owned[0].device(), Some("br0"));
+
+    // Deleting the bridge end takes the guest end with it, and leaves the other port alone.
+    assert!(links.delete_link(&created.link).await.unwrap());
+    assert!(sandbox.link(&peer.name).unwrap().is_none());
+    assert!(sandbox.link("other0").unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_devices_and_bridges_are_typed_errors() {
+    let sandbox = Sandbox::new("miss").unwrap();
+    let links = manager(&sandbox).await;
+    let uid = port_uid();
+    let err = links
+        .create_macvtap(&MacvtapRequest {
+            port_uid: &uid,
+            lower: "eth9",
+            mode: MacvtapMode::Vepa,
+            mac: &mac(1),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NetlinkError::DeviceNotFound(ref d) if d == "eth9"),
+        "{err}"
+    );
+    assert_eq!(err.reason(), "DeviceMissing");
+    let err = links
+        .create_bridge_port(&BridgePortRequest {
+            port_uid: &uid,
+            bridge: "br9",
+            mac: &mac(1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "BridgeAbsent");
+    let err = links
+        .create_bridge_port(&BridgePortRequest {
+            port_uid: &uid,
+            bridge: "br9",
+            mac: "not-a-mac",
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetlinkError::InvalidMac(_)));
+    let states = links.device_states(&["lo", "eth9"]).await.unwrap();
+    assert!(states[0].present());
+    assert_eq!(states[1].state, LinkState::Absent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_is_idempotent_per_port_and_never_takes_a_foreign_name() {
+    let sandbox = Sandbox::new("idem").unwrap();
+    sandbox.add_nics("eth", 2).unwrap();
+    let links = manager(&sandbox).await;
+    let uid = port_uid();
+    let request = MacvtapRequest {
+        port_uid: &uid,
+        lower: "eth0",
+        mode: MacvtapMode::Bridge,
+        mac: &mac(7),
+    };
+    let first = links.create_macvtap(&request).await.unwrap();
+    let again = links.create_macvtap(&request).await.unwrap();
+    assert!(again.already_existed);
+    assert_eq!(again.link, first.link);
+    assert_eq!(again.tap_device, first.tap_device);
+
+    // Same port, another device: the stale link is replaced.
+    let moved = links
+        .create_macvtap(&MacvtapRequest {
+            lower: "eth1",
+            mode: MacvtapMode::Vepa,
+            ..request
+        })
+        .await
+        .unwrap();
+    assert!(!moved.already_existed);
+    let seen = sandbox.link(&moved.link.name).unwrap().unwrap();
+    assert_eq!(
+        (seen.lower.as_deref(), seen.mode.as_deref()),
+        (Some("eth1"), Some("vepa"))
+    );
+    assert_eq!(links.owned_links().await.unwrap().len(), 1);
+
+    // A foreign link holding the name this port would get is never taken over.
+    let other = port_uid();
+    let taken = link_name(&other);
+    sandbox
+        .ip(&[
+            "link", "add", &taken, "link", "eth0", "type", "macvtap", "mode", "bridge",
+        ])
+        .unwrap();
+    let err = links
+        .create_macvtap(&MacvtapRequest {
+            port_uid: &other,
+            ..request
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetlinkError::NameTaken { .. }), "{err}");
+    assert!(sandbox.link(&taken).unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_delete_removes_exactly_the_batch_and_is_fast() {
+    const CREATED: u32 = 60;
+    const BATCH: usize = 40;
+    const SINGLES: usize = 5;
+    let sandbox = Sandbox::new("grp").unwrap();
+    sandbox.add_nic("eth0").unwrap();
+    // A macvtap someone else made on the same uplink.
+    sandbox
+        .ip(&[
+            "link", "add", "foreign0", "link", "eth0", "type", "macvtap", "mode", "bridge",
+        ])
+        .unwrap();
+    let links = manager(&sandbox).await;
+    let mut created = Vec::new();
+    let start = Instant::now();
+    for n in 0..CREATED {
+        let uid = port_uid();
+        let link = links
+            .create_macvtap(&MacvtapRequest {
+                port_uid: &uid,
+                lower: "eth0",
+                mode: MacvtapMode::Bridge,
+                mac: &mac(0x1000 + n),
+            })
+            .await
+            .unwrap();
+        created.push(link.link);
+    }
+    let create_each = start.elapsed() / CREATED;
+
+    let (batch, rest) = created.split_at(BATCH);
+    let start = Instant::now();
+    let outcome = links.delete_links(batch).await.unwrap();
+    let grouped_each = start.elapsed() / BATCH as u32;
+    assert!(outcome.grouped);
+    assert_eq!(
+        outcome.deleted.iter().collect::<BTreeSet<_>>(),
+        batch.iter().collect()
+    );
+    assert!(outcome.already_gone.is_empty() && outcome.refused.is_empty());
+
+    let names: BTreeSet<String> = sandbox
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    for link in batch {
+        assert!(!names.contains(&link.name), "{link} deleted");
+    }
+    for link in rest {
+        assert!(names.contains(&link.name), "{link} kept");
+    }
+    assert!(names.contains("foreign0") && names.contains("eth0"));
+
+    let start = Instant::now();
+    for link in &rest[..SINGLES] {
+        assert!(links.delete_link(link).await.unwrap());
+    }
+    let single_each = start.elapsed() / SINGLES as u32;
+    eprintln!(
+        "macvtap create {create_each:?}/link; delete one by one {single_each:?}/link; \
+         group delete of {BATCH}: {grouped_each:?}/link"
+    );
+    assert!(
+        grouped_each * 3 < single_each,
+        "group delete ({grouped_each:?}/link) should be far cheaper than single ({single_each:?})"
+    );
+    // Deleting what is already gone is not an error.
+    let again = links.delete_links(batch).await.unwrap();
+    assert_eq!(again.already_gone.len(), BATCH);
+    assert!(!links.delete_link(&batch[0]).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_links_are_never_deleted() {
+    let sandbox = Sandbox::new("foreign").unwrap();
+    sandbox.add_nic("eth0").unwrap();
+    let groups = LinkGroups::DEFAULT;
+    let owned_group = groups.owned.to_string();
+    let doomed_group = groups.doomed.to_string();
+    // Same uplink, not in the group, with and without the prefix.
+    sandbox
+        .ip(&[
+            "link", "add", "guest7", "link", "eth0", "type", "macvtap", "mode", "vepa",
+        ])
+        .unwrap();
+    sandbox
+        .ip(&[
+            "link",
+            "add",
+            "swyforeign01",
+            "link",
+            "eth0",
+            "type",
+            "macvtap",
+            "mode",
+            "vepa",
+        ])
+        .unwrap();
+    // In the owned group by accident, but without the prefix.
+    sandbox
+        .ip(&[
+            "link",
+            "add",
+            "mvgroupmate",
+            "group",
+            &owned_group,
+            "link",
+            "eth0",
+            "type",
+            "macvtap",
+        ])
+        .unwrap();
+    let links = manager(&sandbox).await;
+    let ours: Vec<LinkRef> = {
+        let mut ours = Vec::new();
+        for n in 0..3 {
+            let uid = port_uid();
+            let created = links
+                .create_macvtap(&MacvtapRequest {
+                    port_uid: &uid,
+                    lower: "eth0",
+                    mode: MacvtapMode::Vepa,
+                    mac: &mac(0x2000 + n),
+                })
+                .await
+                .unwrap();
+            ours.push(created.link);
+        }
+        ours
+    };
+    let owned = links.owned_links().await.unwrap();
+    assert_eq!(
+        owned.iter().map(|l| &l.link).collect::<BTreeSet<_>>(),
+        ours.iter().collect(),
+        "only the agent's links are listed as owned"
+    );
+
+    let foreign: Vec<LinkRef> = ["guest7", "swyforeign01", "mvgroupmate", "eth0"]
+        .iter()
+        .map(|name| {
+            let view = sandbox.link(name).unwrap().unwrap();
+            LinkRef {
+                ifindex: view.ifindex,
+                name: view.name,
+            }
+        })
+        .collect();
+    for link in &foreign {
+        let err = links.delete_link(link).await.unwrap_err();
+        assert!(matches!(err, NetlinkError::NotOwned(_)), "{link}: {err}");
+        assert!(matches!(
+            links.restore_group(link).await,
+            Err(NetlinkError::NotOwned(_))
+        ));
+    }
+    // A batch mixing ours and foreign ones deletes only ours.
+    let mut mixed = foreign.clone();
+    mixed.extend(ours[..2].iter().cloned());
+    let outcome = links.delete_links(&mixed).await.unwrap();
+    assert_eq!(
+        outcome.refused.iter().collect::<BTreeSet<_>>(),
+        foreign.iter().collect()
+    );
+    assert_eq!(outcome.deleted.len(), 2);
+
+    // A foreign link sitting in the doomed group: the batch falls back to one by one.
+    sandbox
+        .ip(&["link", "set", "guest7", "group", &doomed_group])
+        .unwrap();
+    let mut last_two = vec![ours[2].clone()];
+    let uid = port_uid();
+    last_two.push(
+        links
+            .create_macvtap(&MacvtapRequest {
+                port_uid: &uid,
+                lower: "eth0",
+                mode: MacvtapMode::Vepa,
+                mac: &mac(0x2100),
+            })
+            .await
+            .unwrap()
+            .link,
+    );
+    let outcome = links.delete_links(&last_two).await.unwrap();
+    assert!(!outcome.grouped);
+    assert_eq!(outcome.deleted.len(), 2);
+
+    for link in &foreign {
+        assert!(
+            sandbox.link(&link.name).unwrap().is_some(),
+            "{link} survives"
+        );
+    }
+    assert!(links.owned_links().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_left_in_the_doomed_group_are_recoverable() {
+    let sandbox = Sandbox::new("doom").unwrap();
+    sandbox.add_nic("eth0").unwrap();
+    let links = manager(&sandbox).await;
+    let mut made = Vec::new();
+    for n in 0..3 {
+        let uid = port_uid();
+        made.push(
+            links
+                .create_macvtap(&MacvtapRequest {
+                    port_uid: &uid,
+                    lower: "eth0",
+                    mode: MacvtapMode::Bridge,
+                    mac: &mac(0x3000 + n),
+                })
+                .await
+                .unwrap()
+                .link,
+        );
+    }
+    // A crash between re-tag and group deletion: two links sit in the doomed group.
+    let doomed = LinkGroups::DEFAULT.doomed.to_string();
+    for link in &made[..2] {
+        sandbox
+            .ip(&["link", "set", &link.name, "group", &doomed])
+            .unwrap();
+    }
+    let owned = links.owned_links().await.unwrap();
+    let roles: Vec<_> = made
+        .iter()
+        .map(|m| owned.iter().find(|o| &o.link == m).unwrap().group)
+        .collect();
+    assert_eq!(
+        roles,
+        [GroupRole::Doomed, GroupRole::Doomed, GroupRole::Owned]
+    );
+
+    // Its port turned out live: back to the owned group.
+    links.restore_group(&made[0]).await.unwrap();
+    assert_eq!(
+        sandbox.link(&made[0].name).unwrap().unwrap().group,
+        LinkGroups::DEFAULT.owned
+    );
+    // The next batch deletion also finishes the interrupted one.
+    let outcome = links.delete_links(&made[2..]).await.unwrap();
+    assert!(outcome.grouped);
+    assert_eq!(
+        outcome.deleted.iter().collect::<BTreeSet<_>>(),
+        [&made[1], &made[2]].into_iter().collect()
+    );
+    let remaining: Vec<_> = links
+        .owned_links()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.link)
+        .collect();
+    assert_eq!(remaining, [made[0].clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_devices_are_told_apart_across_namespaces() {
+    // Same ifindex in two namespaces: /dev/tapN names only one of them; major:minor is right.
+    let first = Sandbox::new("tapa").unwrap();
+    let second = Sandbox::new("tapb").unwrap();
+    let mut taps = Vec::new();
+    for sandbox in [&first, &second] {
+        sandbox.add_nic("eth0").unwrap();
+        let links = manager(sandbox).await;
+        let uid = port_uid();
+        let created = links
+            .create_macvtap(&MacvtapRequest {
+                port_uid: &uid,
+                lower: "eth0",
+                mode: MacvtapMode::Bridge,
+                mac: &mac(0x4000),
+            })
+            .await
+            .unwrap();
+        let tap = created.tap_device.clone().unwrap();
+        assert_eq!(
+            tap,
+            tap_dev_via_ip_netns_exec(sandbox, &created.link.name, created.link.ifindex)
+        );
+        taps.push((created.link.ifindex, tap));
+    }
+    assert_eq!(taps[0].0, taps[1].0, "fresh namespaces number links alike");
+    assert_ne!(taps[0].1, taps[1].1, "but their tap devices differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_bridge_limit_is_a_typed_error() {
+    let sandbox = Sandbox::new("brlim").unwrap();
+    sandbox.add_bridge("br0").unwrap();
+    let links = manager(&sandbox).await.with_bridge_port_limit(3);
+    for n in 0..3 {
+        links
+            .create_bridge_port(&BridgePortRequest {
+                port_uid: &port_uid(),
+                bridge: "br0",
+                mac: &mac(0x5000 + n),
+            })
+            .await
+            .unwrap();
+    }
+    let err = links
+        .create_bridge_port(&BridgePortRequest {
+            port_uid: &port_uid(),
+            bridge: "br0",
+            mac: &mac(0x5100),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NetlinkError::BridgeFull {
+                ports: 3,
+                limit: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.reason(), "BridgeFull");
+}
+
+/// The real kernel limit: 1023 ports, and the 1024th attach fails with EXFULL. This is the one
+/// test that makes ~2,000 links (1023 veth pairs), all in its own namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bridge_gives_bridge_full_not_a_crash() {
+    let sandbox = Sandbox::new("exfull").unwrap();
+    sandbox.add_bridge("br0").unwrap();
+    // Fill with iproute2 in one batch process; the agent's own attach is the one that fails.
+    let fill: Vec<String> = (0..KERNEL_MAX_BRIDGE_PORTS)
+        .flat_map(|n| {
+            [
+                format!("link add f{n} type veth peer name f{n}p"),
+                format!("link set f{n} master br0"),
+            ]
+        })
+        .collect();
+    let start = Instant::now();
+    sandbox.ip_batch(&fill).unwrap();
+    eprintln!(
+        "filled a bridge with {KERNEL_MAX_BRIDGE_PORTS} ports in {:?}",
+        start.elapsed()
+    );
+    let links = manager(&sandbox).await;
+    assert_eq!(
+        links.bridge_ports("br0").await.unwrap().total,
+        KERNEL_MAX_BRIDGE_PORTS
+    );
+    let uid = port_uid();
+    let err = links
+        .create_bridge_port(&BridgePortRequest {
+            port_uid: &uid,
+            bridge: "br0",
+            mac: &mac(0x6000),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NetlinkError::BridgeFull { ports: 1023, limit: 1023, ref bridge } if bridge == "br0"),
+        "{err}"
+    );
+    // The kernel undid the half-made port: nothing named for it is left.
+    assert!(sandbox.link(&link_name(&uid)).unwrap().is_none());
+    assert!(sandbox.link(&peer_link_name(&uid)).unwrap().is_none());
+    // One port freed: the agent attaches.
+    sandbox.ip(&["link", "del", "f0"]).unwrap();
+    links
+        .create_bridge_port(&BridgePortRequest {
+            port_uid: &uid,
+            bridge: "br0",
+            mac: &mac(0x6000),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_namespace_target_works_from_inside_it() {
+    // `NetnsTarget::Current` from a thread that entered the sandbox: the agent run as
+    // `ip netns exec <ns> agent` or in a hostNetwork pod.
+    let sandbox = Sandbox::new("cur").unwrap();
+    sandbox.add_nic("eth0").unwrap();
+    let path = sandbox.path();
+    let uid = port_uid();
+    let uid_in_thread = uid.clone();
+    let (tap, ifindex) = std::thread::spawn(move || {
+        let file = std::fs::File::open(path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let links = LinkManager::open(&NetnsTarget::Current, LinkGroups::DEFAULT)
+                .await
+                .unwrap();
+            let created = links
+                .create_macvtap(&MacvtapRequest {
+                    port_uid: &uid_in_thread,
+                    lower: "eth0",
+                    mode: MacvtapMode::Vepa,
+                    mac: &mac(0x7000),
+                })
+                .await
+                .unwrap();
+            (created.tap_device.unwrap(), created.link.ifindex)
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        tap,
+        tap_dev_via_ip_netns_exec(&sandbox, &link_name(&uid), ifindex)
+    );
+}
