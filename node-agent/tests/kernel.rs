@@ -750,3 +750,217 @@ async fn the_current_namespace_target_works_from_inside_it() {
         tap_dev_via_ip_netns_exec(&sandbox, &link_name(&uid), ifindex)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_on_one_manager_all_land() {
+    const PORTS: u32 = 48;
+    let sandbox = Sandbox::new("conc").unwrap();
+    sandbox.add_nics("eth", 3).unwrap();
+    let links = manager(&sandbox).await;
+    let uids: Vec<String> = (0..PORTS).map(|_| port_uid()).collect();
+    let macs: Vec<String> = (0..PORTS).map(|n| mac(0x8000 + n)).collect();
+    let lowers = ["eth0", "eth1", "eth2"];
+    let requests: Vec<MacvtapRequest<'_>> = uids
+        .iter()
+        .zip(&macs)
+        .enumerate()
+        .map(|(n, (uid, guest_mac))| MacvtapRequest {
+            port_uid: uid,
+            lower: lowers[n % 3],
+            mode: MacvtapMode::Vepa,
+            mac: guest_mac,
+        })
+        .collect();
+    let created =
+        futures::future::join_all(requests.iter().map(|request| links.create_macvtap(request)))
+            .await;
+    let created: Vec<_> = created.into_iter().map(Result::unwrap).collect();
+    let taps: BTreeSet<_> = created
+        .iter()
+        .map(|c| c.tap_device.clone().unwrap())
+        .collect();
+    assert_eq!(
+        taps.len(),
+        PORTS as usize,
+        "every macvtap has its own tap device"
+    );
+    for (n, link) in created.iter().enumerate() {
+        let seen = sandbox.link(&link.link.name).unwrap().unwrap();
+        assert_eq!(seen.lower.as_deref(), Some(lowers[n % 3]));
+        assert_eq!(seen.mac.as_deref(), Some(macs[n].as_str()));
+        assert_eq!(seen.alias.as_deref(), Some(uids[n].as_str()));
+    }
+    let refs: Vec<LinkRef> = created.into_iter().map(|c| c.link).collect();
+    let outcome = links.delete_links(&refs).await.unwrap();
+    assert_eq!(outcome.deleted.len(), PORTS as usize);
+    assert!(links.owned_links().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_deletion_of_bridge_ports_takes_their_guest_ends() {
+    let sandbox = Sandbox::new("brdel").unwrap();
+    sandbox.add_bridge("br0").unwrap();
+    let links = manager(&sandbox).await;
+    let mut made = Vec::new();
+    for n in 0..6 {
+        made.push(
+            links
+                .create_bridge_port(&BridgePortRequest {
+                    port_uid: &port_uid(),
+                    bridge: "br0",
+                    mac: &mac(0x9000 + n),
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    let (batch, kept) = made.split_at(4);
+    let refs: Vec<LinkRef> = batch.iter().map(|m| m.link.clone()).collect();
+    let outcome = links.delete_links(&refs).await.unwrap();
+    assert!(outcome.grouped);
+    assert_eq!(outcome.deleted.len(), 4);
+    for port in batch {
+        assert!(sandbox.link(&port.link.name).unwrap().is_none());
+        assert!(
+            sandbox
+                .link(&port.peer.as_ref().unwrap().name)
+                .unwrap()
+                .is_none()
+        );
+    }
+    for port in kept {
+        assert!(
+            sandbox
+                .link(&port.peer.as_ref().unwrap().name)
+                .unwrap()
+                .is_some()
+        );
+    }
+    let ports = links.bridge_ports("br0").await.unwrap();
+    assert_eq!((ports.total, ports.owned), (2, 2));
+}
+
+/// Recovery after a crash, planned from what the kernel shows: the pure plan and the kernel
+/// edge together. The agent layer applies the same steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_plan_from_the_kernel_keeps_live_ports_and_removes_orphans() {
+    use switchyard_crds::{ActualType, PortActual, PortPhase};
+    use switchyard_node_agent::PortKey;
+    use switchyard_node_agent::plan::{PortAction, PortRecord, plan_recovery};
+
+    let sandbox = Sandbox::new("recov").unwrap();
+    sandbox.add_nics("eth", 2).unwrap();
+    sandbox
+        .ip(&[
+            "link", "add", "guest9", "link", "eth0", "type", "macvtap", "mode", "vepa",
+        ])
+        .unwrap();
+    let (live, orphan, unrecorded) = (port_uid(), port_uid(), port_uid());
+    let mut actual_of_live = None;
+    {
+        // The agent before the crash.
+        let links = manager(&sandbox).await;
+        for (uid, n) in [(&live, 1), (&orphan, 2), (&unrecorded, 3)] {
+            let created = links
+                .create_macvtap(&MacvtapRequest {
+                    port_uid: uid,
+                    lower: "eth0",
+                    mode: MacvtapMode::Vepa,
+                    mac: &mac(0xa000 + n),
+                })
+                .await
+                .unwrap();
+            if uid == &live {
+                actual_of_live = Some(PortActual {
+                    kind: ActualType::Direct,
+                    device: Some("eth0".into()),
+                    mode: Some(MacvtapMode::Vepa),
+                    link_name: created.link.name.clone(),
+                    ifindex: Some(created.link.ifindex),
+                    tap_device: created.tap_device.clone(),
+                    ..PortActual::default()
+                });
+            }
+        }
+    }
+    // After the restart: `orphan`'s port was deleted while the agent was down, `unrecorded`
+    // crashed before its status was written, and `vanished` lost its link (eth1 still there).
+    let vanished = port_uid();
+    let record = |uid: &str, name: &str, actual: Option<PortActual>| PortRecord {
+        uid: uid.to_string(),
+        key: PortKey::new("test", name),
+        created: 1,
+        network: "net".into(),
+        deleting: false,
+        phase: Some(if actual.is_some() {
+            PortPhase::Ready
+        } else {
+            PortPhase::Pending
+        }),
+        actual,
+        exclusive: false,
+    };
+    let vanished_actual = PortActual {
+        kind: ActualType::Direct,
+        device: Some("eth1".into()),
+        mode: Some(MacvtapMode::Vepa),
+        link_name: link_name(&vanished),
+        ..PortActual::default()
+    };
+    let ports = [
+        record(&live, "live", actual_of_live),
+        record(&unrecorded, "unrecorded", None),
+        record(&vanished, "vanished", Some(vanished_actual)),
+    ];
+    let links = manager(&sandbox).await;
+    let owned = links.owned_links().await.unwrap();
+    let present = links.link_names().await.unwrap();
+    let plan = plan_recovery(&ports, &owned, &present);
+
+    let actions: Vec<&PortAction> = plan.ports.iter().map(|d| &d.action).collect();
+    assert!(
+        matches!(actions[0], PortAction::Count { write_status: false, device: Some(d), .. } if d == "eth0")
+    );
+    assert!(matches!(
+        actions[1],
+        PortAction::Count {
+            write_status: true,
+            ..
+        }
+    ));
+    assert_eq!(
+        actions[2],
+        &PortAction::Recreate {
+            device: "eth1".into()
+        }
+    );
+    let orphans: Vec<LinkRef> = plan.deletions().cloned().collect();
+    assert_eq!(
+        orphans.iter().map(|l| l.name.clone()).collect::<Vec<_>>(),
+        [link_name(&orphan)]
+    );
+    assert_eq!(plan.ledger.connections("eth0"), 2);
+    assert_eq!(plan.ledger.connections("eth1"), 1);
+
+    links.delete_links(&orphans).await.unwrap();
+    links
+        .create_macvtap(&MacvtapRequest {
+            port_uid: &vanished,
+            lower: "eth1",
+            mode: MacvtapMode::Vepa,
+            mac: &mac(0xa004),
+        })
+        .await
+        .unwrap();
+    // Counts now equal what the kernel shows, and the foreign macvtap is untouched.
+    let after = links.owned_links().await.unwrap();
+    let on = |device: &str| after.iter().filter(|l| l.device() == Some(device)).count() as u32;
+    assert_eq!(
+        (on("eth0"), on("eth1")),
+        (
+            plan.ledger.connections("eth0"),
+            plan.ledger.connections("eth1")
+        )
+    );
+    assert!(sandbox.link("guest9").unwrap().is_some());
+}
