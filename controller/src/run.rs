@@ -1,0 +1,378 @@
+//! The controller process: flags, start-up, the long-running parts, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::{Stream, StreamExt, stream};
+use kube::Client;
+use kube::Resource;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use switchyard_crds::MigrationCheck;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{self, typed_watch};
+use crate::metrics::Metrics;
+use crate::probes::{self, Health, ProbeState};
+use crate::reconcile::{Context, ReconcileError, migration, network, node_labels, port_labels};
+use crate::tls;
+use crate::webhook::{self, WebhookState};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The controller's flags; each can also be set by its environment variable.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "switchyard-controller",
+    version,
+    about = "switchyard's cluster controller: network status, migration checks, admission webhook"
+)]
+pub struct Args {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP).
+    #[arg(long, env = "SWITCHYARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Where the admission webhook is served (HTTPS).
+    #[arg(long, env = "SWITCHYARD_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    pub webhook_addr: SocketAddr,
+    /// The webhook's serving certificate (PEM, chain first). Without it the webhook is off.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The webhook certificate's private key (PEM).
+    #[arg(long, env = "SWITCHYARD_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// `text` or `json`. The level comes from `RUST_LOG` (default `info`).
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No usable Kubernetes configuration (KUBECONFIG or in-cluster).
+    #[error("connecting to Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// The flags do not make sense together.
+    #[error("{0}")]
+    Flags(&'static str),
+    /// The webhook's certificate could not be loaded or its address bound.
+    #[error("webhook: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The metrics address could not be bound.
+    #[error("binding the metrics address {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// How long the parts get to finish after SIGTERM before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Migration checks are re-answered at most this often while the cluster keeps changing.
+const CHECK_REFRESH: Duration = Duration::from_secs(1);
+/// Network status waits this long for related changes to settle before it is recomputed.
+const NETWORK_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(args: Args) -> Result<(), RunError> {
+    let webhook_tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => {
+            return Err(RunError::Flags(
+                "--tls-cert-file and --tls-key-file must be given together",
+            ));
+        }
+    };
+    let client = Client::try_default().await?;
+    let metrics_listener = TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: args.metrics_addr,
+            source,
+        })?;
+    let webhook_listener = match &webhook_tls {
+        Some(_) => Some(tls::bind(args.webhook_addr).await?),
+        None => None,
+    };
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let (caches, triggers, watch_all) = cache::caches(client.clone());
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        caches.clone(),
+        metrics.clone(),
+        std::env::var("HOSTNAME").ok(),
+    ));
+    let mut parts = Parts {
+        tasks: JoinSet::new(),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+    };
+
+    parts.until_shutdown("watches", watch_all);
+    let probes = probes::router(ProbeState {
+        caches: caches.clone(),
+        metrics: metrics.clone(),
+        health,
+    });
+    let stop = shutdown.clone();
+    parts.spawn("metrics server", async move {
+        let served = axum::serve(metrics_listener, probes)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "metrics server failed");
+        }
+    });
+    match (webhook_tls, webhook_listener) {
+        (Some(acceptor), Some(listener)) => {
+            let router = webhook::router(WebhookState {
+                caches: caches.clone(),
+                client: client.clone(),
+                metrics: metrics.clone(),
+            });
+            parts.spawn(
+                "webhook server",
+                tls::serve(listener, acceptor, router, shutdown.clone()),
+            );
+        }
+        _ => {
+            tracing::warn!("no --tls-cert-file / --tls-key-file: the admission webhook is disabled")
+        }
+    }
+
+    let cache::Triggers {
+        networks,
+        networks_all,
+        nodes,
+        nodes_all,
+        ports,
+        ports_all,
+        checks,
+    } = triggers;
+    parts.spawn(
+        "network reconciler",
+        drain(
+            network::NAME,
+            reconciler(
+                network::reconcile,
+                network::error_policy,
+                ctx.clone(),
+                caches.networks.clone(),
+                networks.map(Ok),
+                networks_all,
+                controller::Config::default().debounce(NETWORK_DEBOUNCE),
+                shutdown.clone(),
+            ),
+        ),
+    );
+    parts.spawn(
+        "node label reconciler",
+        drain(
+            node_labels::NAME,
+            reconciler(
+                node_labels::reconcile,
+                node_labels::error_policy,
+                ctx.clone(),
+                caches.nodes.clone(),
+                nodes.map(Ok),
+                nodes_all,
+                controller::Config::default(),
+                shutdown.clone(),
+            ),
+        ),
+    );
+    parts.spawn(
+        "port label reconciler",
+        drain(
+            port_labels::NAME,
+            reconciler(
+                port_labels::reconcile,
+                port_labels::error_policy,
+                ctx.clone(),
+                caches.ports.clone(),
+                ports.map(Ok),
+                ports_all,
+                controller::Config::default(),
+                shutdown.clone(),
+            ),
+        ),
+    );
+    // MigrationChecks are not in the index: their own watch feeds their store and queue.
+    let (check_store, check_writer) = reflector::store();
+    let changed_checks = typed_watch::<MigrationCheck>(client)
+        .reflect(check_writer)
+        .applied_objects()
+        .map_ok(|check| ObjectRef::from_obj(&check));
+    parts.spawn(
+        "migration check reconciler",
+        drain(
+            migration::NAME,
+            reconciler(
+                migration::reconcile,
+                migration::error_policy,
+                ctx.clone(),
+                check_store,
+                changed_checks,
+                throttle(checks, CHECK_REFRESH),
+                controller::Config::default(),
+                shutdown.clone(),
+            ),
+        ),
+    );
+    tracing::info!(
+        metrics_addr = %args.metrics_addr,
+        webhook_addr = %args.webhook_addr,
+        "controller started"
+    );
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    if tokio::time::timeout(SHUTDOWN_GRACE, parts.join())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some parts did not stop in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The long-running parts, and what to do when one ends.
+struct Parts {
+    tasks: JoinSet<()>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+}
+
+impl Parts {
+    /// Runs a part that stops by itself at shutdown; ending before that is a failure.
+    fn spawn(&mut self, name: &'static str, part: impl Future<Output = ()> + Send + 'static) {
+        let health = self.health.clone();
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            part.await;
+            if !shutdown.is_cancelled() {
+                health.stopped(name);
+            }
+        });
+    }
+
+    /// Runs a part that never ends by itself, dropping it at shutdown.
+    fn until_shutdown(
+        &mut self,
+        name: &'static str,
+        part: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let shutdown = self.shutdown.clone();
+        self.spawn(name, async move {
+            tokio::select! {
+                () = part => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    async fn join(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Runs a reconciler over the objects of `store`: those `changed` names, and all of them on
+/// each item of `all`. Stops taking work at shutdown and ends once the work in hand is done.
+#[allow(clippy::too_many_arguments)]
+fn reconciler<K, Fut>(
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+    error_policy: fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action,
+    ctx: Arc<Context>,
+    store: Store<K>,
+    changed: impl Stream<Item = Result<ObjectRef<K>, watcher::Error>> + Send + 'static,
+    all: impl Stream<Item = ()> + Send + 'static,
+    config: controller::Config,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Result<(ObjectRef<K>, Action), controller::Error<ReconcileError, watcher::Error>>>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+{
+    let everything = store.clone();
+    let all = all.flat_map(move |()| {
+        let refs: Vec<_> = everything
+            .state()
+            .iter()
+            .map(|object| Ok(ObjectRef::from_obj(object.as_ref())))
+            .collect();
+        stream::iter(refs)
+    });
+    let queue = stream::select(changed, all).take_until(shutdown.cancelled_owned());
+    controller::applier(
+        move |object, ctx| Box::pin(reconcile(object, ctx)),
+        error_policy,
+        ctx,
+        store,
+        queue,
+        config,
+    )
+}
+
+/// Consumes a controller's results; failures were already logged by its error policy.
+async fn drain<T: std::fmt::Debug, E: std::fmt::Display>(
+    controller: &'static str,
+    results: impl Stream<Item = Result<T, E>>,
+) {
+    results
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(controller, %error, "reconcile not completed");
+            }
+        })
+        .await;
+}
+
+/// At most one item per `period`, however many arrive: each burst of changes re-answers the
+/// migration checks once.
+fn throttle(changes: UnboundedReceiver<()>, period: Duration) -> impl Stream<Item = ()> + Send {
+    stream::unfold(changes, move |mut changes| async move {
+        changes.next().await?;
+        tokio::time::sleep(period).await;
+        while changes.try_recv().is_ok() {}
+        Some(((), changes))
+    })
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    shutdown.cancel();
+}
