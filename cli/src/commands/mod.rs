@@ -1,5 +1,6 @@
 //! One module per subcommand; each has its arguments and a `run`.
 
+mod check_migration;
 mod explain_port;
 mod export;
 mod import;
@@ -20,6 +21,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Show the settings a port would get on a network, or exactly why it cannot attach.
     ExplainPort(explain_port::Args),
+    /// Check whether a guest's interfaces fit on candidate nodes now, with the reasons.
+    CheckMigration(check_migration::Args),
 }
 
 impl Command {
@@ -30,6 +33,7 @@ impl Command {
             Command::Export(args) => export::run(args),
             Command::Validate(args) => validate::run(args),
             Command::ExplainPort(args) => explain_port::run(args),
+            Command::CheckMigration(args) => check_migration::run(args),
         }
     }
 }
