@@ -6,4 +6,5 @@
 pub mod cluster;
 pub mod control_plane;
 pub mod netns;
+pub mod nodes;
 pub mod procs;

@@ -1,0 +1,311 @@
+//! The agent process: watches its node's ports, realises them, reports the node.
+//!
+//! Start-up: open the namespace's netlink socket, make sure the node's `NetworkNode` exists,
+//! wait for the Network and Node caches, run recovery ([`recovery`]) — only then reconcile ports
+//! ([`ports`]) and report ([`reporter`]), and only then is `/readyz` true.
+
+pub mod deleter;
+pub mod metrics;
+pub mod port_status;
+mod ports;
+mod recovery;
+mod reporter;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use switchyard_crds::{LABEL_NODE, Network, NetworkNode, NetworkPort, agent_manager};
+use thiserror::Error;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::allocator::Ledger;
+use crate::netlink::{LinkManager, NetlinkError, NetnsTarget};
+use crate::ownership::{LinkGroups, LinkRef};
+use deleter::DeleteBatcher;
+use metrics::Metrics;
+
+/// How the agent is run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The node this agent serves.
+    pub node_name: String,
+    /// The network namespace holding the node's devices.
+    pub netns: NetnsTarget,
+    /// The link groups marking the agent's links.
+    pub groups: LinkGroups,
+    /// Refuse bridge attaches at this many ports (at most the kernel's 1023).
+    pub bridge_port_limit: Option<u32>,
+    /// How often device presence and link state are re-read when nothing else happens.
+    pub report_interval: Duration,
+    /// Port reconciles in flight at once.
+    pub concurrency: u16,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// The kernel side could not be opened or read.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// A Kubernetes call failed at start-up.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: kube::Error,
+    },
+    /// A cache never filled.
+    #[error("the {0} cache did not sync")]
+    CacheSync(&'static str),
+}
+
+/// Why one reconcile failed (it is retried with backoff).
+#[derive(Debug, Error)]
+pub enum ReconcileError {
+    /// A Kubernetes call failed.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// The kernel refused something unexpected.
+    #[error("kernel: {0}")]
+    Netlink(#[from] NetlinkError),
+    /// The link deletion task reported a failure.
+    #[error("deleting the link: {0}")]
+    Delete(String),
+    /// The port has no UID or namespace (not from the apiserver).
+    #[error("port has no {0}")]
+    Incomplete(&'static str),
+}
+
+/// A port the agent realised: the link it made, for deletion without a kernel lookup.
+#[derive(Debug, Clone)]
+struct Realised {
+    link: LinkRef,
+}
+
+/// What the agent knows that the kernel and the API do not say directly.
+#[derive(Debug, Default)]
+struct State {
+    ledger: Ledger,
+    realised: HashMap<String, Realised>,
+}
+
+/// Shared by the reconciler, the reporter and the HTTP endpoints.
+pub struct Context {
+    client: Client,
+    node: String,
+    manager: String,
+    links: Arc<LinkManager>,
+    deleter: DeleteBatcher,
+    state: Mutex<State>,
+    networks: Store<Network>,
+    nodes: Store<Node>,
+    report: Notify,
+    ready: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Whether recovery is done and ports are being served.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The Prometheus exposition of the agent's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counts as they were: still the best we know.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn node_labels(&self) -> BTreeMap<String, String> {
+        self.nodes
+            .get(&ObjectRef::new(&self.node))
+            .map(|node| node.labels().clone())
+            .unwrap_or_default()
+    }
+
+    fn network(&self, name: &str) -> Option<Arc<Network>> {
+        self.networks.get(&ObjectRef::new(name))
+    }
+}
+
+/// A running agent: its shared context, and the task driving it.
+#[derive(Debug)]
+pub struct Agent {
+    /// Shared with the HTTP endpoints.
+    pub context: Arc<Context>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    /// Opens the namespace, recovers, and starts serving ports in the background. Returns once
+    /// recovery is done (the agent is ready) or failed.
+    pub async fn start(client: Client, config: AgentConfig) -> Result<Self, AgentError> {
+        let mut links = LinkManager::open(&config.netns, config.groups).await?;
+        if let Some(limit) = config.bridge_port_limit {
+            links = links.with_bridge_port_limit(limit);
+        }
+        let links = Arc::new(links);
+        let metrics = Arc::new(Metrics::new());
+        let node = config.node_name.clone();
+        let manager = agent_manager(&node);
+        ensure_network_node(&client, &node, &manager).await?;
+
+        let (networks, networks_writer) = reflector::store::<Network>();
+        let network_events = reflector::reflector(
+            networks_writer,
+            watcher(
+                Api::<Network>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .touched_objects();
+        let (nodes, nodes_writer) = reflector::store::<Node>();
+        let node_events = reflector::reflector(
+            nodes_writer,
+            watcher(
+                Api::<Node>::all(client.clone()),
+                watcher::Config::default().fields(&format!("metadata.name={node}")),
+            ),
+        )
+        .default_backoff()
+        .touched_objects();
+
+        let context = Arc::new(Context {
+            deleter: DeleteBatcher::start(links.clone(), metrics.clone()),
+            client: client.clone(),
+            node: node.clone(),
+            manager,
+            links,
+            state: Mutex::new(State::default()),
+            networks: networks.clone(),
+            nodes: nodes.clone(),
+            report: Notify::new(),
+            ready: AtomicBool::new(false),
+            metrics,
+        });
+
+        // The caches fill while their streams are polled: drive them in the background.
+        let report_ctx = context.clone();
+        let network_watch = tokio::spawn(network_events.for_each(move |event| {
+            if let Err(error) = event {
+                warn!(%error, "network watch");
+            }
+            report_ctx.report.notify_one();
+            futures::future::ready(())
+        }));
+        let report_ctx = context.clone();
+        let node_watch = tokio::spawn(node_events.for_each(move |event| {
+            if let Err(error) = event {
+                warn!(%error, "node watch");
+            }
+            report_ctx.report.notify_one();
+            futures::future::ready(())
+        }));
+        tokio::time::timeout(Duration::from_secs(60), networks.wait_until_ready())
+            .await
+            .map_err(|_| AgentError::CacheSync("Network"))?
+            .map_err(|_| AgentError::CacheSync("Network"))?;
+        tokio::time::timeout(Duration::from_secs(60), nodes.wait_until_ready())
+            .await
+            .map_err(|_| AgentError::CacheSync("Node"))?
+            .map_err(|_| AgentError::CacheSync("Node"))?;
+
+        let started = std::time::Instant::now();
+        recovery::recover(&context).await?;
+        context.metrics.set_recovery(started.elapsed());
+        info!(node = %node, took_ms = started.elapsed().as_millis() as u64, "recovery done");
+        context.ready.store(true, Ordering::Release);
+
+        let reporter = tokio::spawn(reporter::run(context.clone(), config.report_interval));
+        let ports_api = Api::<NetworkPort>::all(client.clone());
+        let port_watch = watcher::Config::default().labels(&format!("{LABEL_NODE}={node}"));
+        let controller = Controller::new(ports_api, port_watch)
+            .with_config(ControllerConfig::default().concurrency(config.concurrency));
+        let port_store = controller.store();
+        let ctx = context.clone();
+        let task = tokio::spawn(async move {
+            controller
+                .watches(
+                    Api::<Network>::all(client),
+                    watcher::Config::default(),
+                    move |network| {
+                        let name = network.name_any();
+                        port_store
+                            .state()
+                            .into_iter()
+                            .filter(|port| port.spec.network == name)
+                            .map(|port| ObjectRef::from_obj(&*port))
+                            .collect::<Vec<_>>()
+                    },
+                )
+                .shutdown_on_signal()
+                .run(ports::reconcile, ports::error_policy, ctx)
+                .for_each(|_| futures::future::ready(()))
+                .await;
+            reporter.abort();
+            network_watch.abort();
+            node_watch.abort();
+            info!("port controller stopped");
+        });
+        Ok(Self { context, task })
+    }
+
+    /// Waits until the agent stops (on SIGTERM or SIGINT).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Creates the node's `NetworkNode` if it does not exist (server-side apply creates it).
+async fn ensure_network_node(client: &Client, node: &str, manager: &str) -> Result<(), AgentError> {
+    let api = Api::<NetworkNode>::all(client.clone());
+    let object = serde_json::json!({
+        "apiVersion": NetworkNode::api_version(&()),
+        "kind": NetworkNode::kind(&()),
+        "metadata": {"name": node},
+        "spec": {},
+    });
+    api.patch(
+        node,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| AgentError::Kube {
+        what: "creating the node's NetworkNode",
+        source,
+    })
+}
+
+/// The current time, RFC 3339, for condition transition times.
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
+}

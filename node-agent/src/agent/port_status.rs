@@ -1,0 +1,147 @@
+//! The status the agent writes on a port, and its `Ready` condition. Pure.
+
+use switchyard_crds::{Condition, ConditionStatus, NetworkPortStatus, PortActual, PortPhase};
+
+/// The one condition type the agent sets on ports.
+pub const READY: &str = "Ready";
+
+/// The status of a realised port.
+pub fn ready(
+    previous: Option<&NetworkPortStatus>,
+    generation: Option<i64>,
+    actual: PortActual,
+    now: &str,
+) -> NetworkPortStatus {
+    let message = match (&actual.device, &actual.bridge) {
+        (_, Some(bridge)) => format!("port {} attached to bridge {bridge}", actual.link_name),
+        (Some(device), None) => format!("macvtap {} on {device}", actual.link_name),
+        (None, None) => format!("link {}", actual.link_name),
+    };
+    NetworkPortStatus {
+        phase: Some(PortPhase::Ready),
+        observed_generation: generation,
+        conditions: vec![condition(
+            previous,
+            ConditionStatus::True,
+            "Realised",
+            &message,
+            generation,
+            now,
+        )],
+        actual: Some(actual),
+    }
+}
+
+/// The status of a port that is not realised: `Pending` when it may still be (waiting for a
+/// device, a network), `Failed` when it cannot be until something changes.
+pub fn not_ready(
+    previous: Option<&NetworkPortStatus>,
+    generation: Option<i64>,
+    phase: PortPhase,
+    reason: &str,
+    message: &str,
+    now: &str,
+) -> NetworkPortStatus {
+    NetworkPortStatus {
+        phase: Some(phase),
+        observed_generation: generation,
+        conditions: vec![condition(
+            previous,
+            ConditionStatus::False,
+            reason,
+            message,
+            generation,
+            now,
+        )],
+        actual: None,
+    }
+}
+
+/// The `Ready` condition, keeping the last transition time while the status stays the same.
+fn condition(
+    previous: Option<&NetworkPortStatus>,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &str,
+) -> Condition {
+    let since = previous
+        .into_iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.kind == READY && c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.to_string());
+    Condition {
+        kind: READY.into(),
+        status,
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: Some(since),
+        observed_generation: generation,
+    }
+}
+
+/// Whether writing `next` would change what the port shows (ignoring transition times).
+pub fn differs(current: Option<&NetworkPortStatus>, next: &NetworkPortStatus) -> bool {
+    let Some(current) = current else { return true };
+    let strip = |s: &NetworkPortStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = None;
+        }
+        s
+    };
+    strip(current) != strip(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_crds::{ActualType, MacvtapMode};
+
+    fn actual() -> PortActual {
+        PortActual {
+            kind: ActualType::Direct,
+            device: Some("eth1".into()),
+            mode: Some(MacvtapMode::Vepa),
+            link_name: "swy0123456789".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_the_status_holds() {
+        let first = ready(None, Some(1), actual(), "2026-01-01T00:00:00Z");
+        let again = ready(Some(&first), Some(1), actual(), "2026-01-01T00:05:00Z");
+        assert_eq!(
+            again.conditions[0].last_transition_time.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        assert!(!differs(Some(&first), &again));
+        let failed = not_ready(
+            Some(&again),
+            Some(2),
+            PortPhase::Pending,
+            "NoFreeDevice",
+            "none",
+            "2026-01-01T00:06:00Z",
+        );
+        assert_eq!(
+            failed.conditions[0].last_transition_time.as_deref(),
+            Some("2026-01-01T00:06:00Z")
+        );
+        assert!(differs(Some(&again), &failed));
+        assert!(failed.actual.is_none());
+    }
+
+    #[test]
+    fn messages_name_the_link_and_device() {
+        let status = ready(None, None, actual(), "t");
+        assert_eq!(
+            status.conditions[0].message,
+            "macvtap swy0123456789 on eth1"
+        );
+        assert_eq!(status.phase, Some(PortPhase::Ready));
+    }
+}

@@ -1,0 +1,382 @@
+//! Reconciling one port: finalizer, allocation, link, status; and on deletion, the reverse.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Resource, ResourceExt};
+use switchyard_crds::{
+    ActualType, NetworkPort, NetworkPortStatus, PORT_FINALIZER, PortActual, PortPhase,
+};
+use switchyard_libvirt::merge::{EffectivePort, PortRequest, effective_port};
+use tracing::{debug, info, warn};
+
+use super::{Context, Realised, ReconcileError, now, port_status};
+use crate::allocator::{AllocationError, PoolMember, Sharing};
+use crate::netlink::{BridgePortRequest, MacvtapRequest, NetlinkError, RealisedLink};
+use crate::port_key::PortKey;
+use crate::realisation::{RealisationKind, realise};
+
+/// How soon a port waiting for a free device looks again. Deletions free devices at any time
+/// and waiting ports are few, so polling beats tracking who waits for what.
+const WAIT_FOR_DEVICE: Duration = Duration::from_secs(1);
+/// How soon a port whose device or bridge is missing looks again (hot-plug, a bridge created
+/// later).
+const WAIT_FOR_HARDWARE: Duration = Duration::from_secs(10);
+
+/// The controller's reconcile: the finalizer wraps realisation and cleanup.
+pub(super) async fn reconcile(
+    port: Arc<NetworkPort>,
+    ctx: Arc<Context>,
+) -> Result<Action, kube::runtime::finalizer::Error<ReconcileError>> {
+    let namespace = port.namespace().unwrap_or_default();
+    let api = Api::<NetworkPort>::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, PORT_FINALIZER, port, |event| async {
+        match event {
+            Event::Apply(port) => apply(&port, &ctx).await,
+            Event::Cleanup(port) => cleanup(&port, &ctx).await,
+        }
+    })
+    .await;
+    ctx.metrics.reconciled(result.is_ok());
+    result
+}
+
+/// Retries with backoff: transient API or kernel trouble.
+pub(super) fn error_policy(
+    port: Arc<NetworkPort>,
+    error: &kube::runtime::finalizer::Error<ReconcileError>,
+    _ctx: Arc<Context>,
+) -> Action {
+    warn!(port = %key(&port), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_millis(500))
+}
+
+fn key(port: &NetworkPort) -> PortKey {
+    PortKey::new(port.namespace().unwrap_or_default(), port.name_any())
+}
+
+/// Realises the port, or says in its status why it cannot be.
+async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileError> {
+    let uid = port.uid().ok_or(ReconcileError::Incomplete("uid"))?;
+    if already_realised(port, ctx, &uid) || failed_for_good(port) {
+        return Ok(Action::await_change());
+    }
+    let Some(network) = ctx.network(&port.spec.network) else {
+        let message = format!("network '{}' does not exist", port.spec.network);
+        write_failure(port, ctx, PortPhase::Pending, "NetworkNotFound", &message).await?;
+        return Ok(Action::await_change());
+    };
+    let Some(realisation) = realise(&network, &ctx.node_labels()) else {
+        let message = format!(
+            "network '{}' does not select node '{}'",
+            port.spec.network, ctx.node
+        );
+        write_failure(port, ctx, PortPhase::Failed, "NetworkNotOnNode", &message).await?;
+        return Ok(Action::await_change());
+    };
+    let effective = match effective_port(&network.spec, &PortRequest::from_port(&port.spec)) {
+        Ok(effective) => effective,
+        Err(error) => {
+            write_failure(
+                port,
+                ctx,
+                PortPhase::Failed,
+                error.reason(),
+                &error.to_string(),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let port_key = key(port);
+    let created = match &realisation.kind {
+        RealisationKind::Unsupported { reason, message } => {
+            write_failure(port, ctx, PortPhase::Failed, reason, message).await?;
+            return Ok(Action::await_change());
+        }
+        RealisationKind::Macvtap {
+            mode,
+            pool,
+            max_connections_per_device,
+        } => {
+            let device = {
+                let devices = ctx
+                    .links
+                    .device_states(&pool.iter().map(String::as_str).collect::<Vec<_>>())
+                    .await?;
+                let members: Vec<PoolMember> = devices
+                    .iter()
+                    .map(|d| PoolMember {
+                        name: d.name.clone(),
+                        present: d.present(),
+                    })
+                    .collect();
+                let sharing = if effective.exclusive {
+                    Sharing::Exclusive
+                } else {
+                    Sharing::Shared {
+                        max_connections: *max_connections_per_device,
+                    }
+                };
+                let allocated = ctx.state().ledger.allocate(
+                    &uid,
+                    &port_key,
+                    &network.name_any(),
+                    &members,
+                    sharing,
+                );
+                match allocated {
+                    Ok(device) => device,
+                    Err(error) => return wait_for_device(port, ctx, &error).await,
+                }
+            };
+            let request = MacvtapRequest {
+                port_uid: &uid,
+                lower: &device,
+                mode: *mode,
+                mac: &port.spec.mac,
+            };
+            let started = Instant::now();
+            let result = ctx.links.create_macvtap(&request).await;
+            ctx.metrics.observe_link_create(started.elapsed());
+            result.map(|link| (link, actual_macvtap(&device, *mode, &effective)))
+        }
+        RealisationKind::Bridge { bridge } => {
+            ctx.state().ledger.record(
+                &uid,
+                bridge,
+                crate::allocator::Holding {
+                    port: port_key.clone(),
+                    network: network.name_any(),
+                    exclusive: false,
+                },
+            );
+            let request = BridgePortRequest {
+                port_uid: &uid,
+                bridge,
+                mac: &port.spec.mac,
+            };
+            let started = Instant::now();
+            let result = ctx.links.create_bridge_port(&request).await;
+            ctx.metrics.observe_link_create(started.elapsed());
+            result.map(|link| (link, actual_bridge(bridge, &effective)))
+        }
+    };
+    match created {
+        Ok((link, mut actual)) => {
+            fill_from_link(&mut actual, &link);
+            ctx.state().realised.insert(
+                uid.clone(),
+                Realised {
+                    link: link.link.clone(),
+                },
+            );
+            ctx.report.notify_one();
+            let status =
+                port_status::ready(port.status.as_ref(), port.meta().generation, actual, &now());
+            write_status(port, ctx, &status).await?;
+            info!(port = %port_key, link = %link.link, existed = link.already_existed, "port realised");
+            Ok(Action::await_change())
+        }
+        Err(error) => {
+            ctx.state().ledger.release(&uid);
+            link_failure(port, ctx, error).await
+        }
+    }
+}
+
+/// Whether the port's status already describes the link the agent holds for it.
+fn already_realised(port: &NetworkPort, ctx: &Context, uid: &str) -> bool {
+    let state = ctx.state();
+    let Some(realised) = state.realised.get(uid) else {
+        return false;
+    };
+    let status = port.status.as_ref();
+    status.and_then(|s| s.phase) == Some(PortPhase::Ready)
+        && status
+            .and_then(|s| s.actual.as_ref())
+            .is_some_and(|a| a.link_name == realised.link.name)
+        && status.and_then(|s| s.observed_generation) == port.meta().generation
+}
+
+/// Whether recovery found the port unrealisable (its link lost with its device, or its device
+/// held by an older port): it stays failed until its spec changes or it is re-created.
+fn failed_for_good(port: &NetworkPort) -> bool {
+    let Some(status) = &port.status else {
+        return false;
+    };
+    status.phase == Some(PortPhase::Failed)
+        && status.observed_generation == port.meta().generation
+        && status.conditions.iter().any(|c| {
+            c.reason == super::recovery::LINK_LOST
+                || c.reason == crate::plan::REASON_DEVICE_CONFLICT
+        })
+}
+
+async fn wait_for_device(
+    port: &NetworkPort,
+    ctx: &Context,
+    error: &AllocationError,
+) -> Result<Action, ReconcileError> {
+    let (phase, wait) = match error {
+        AllocationError::NoExclusiveDevice { .. } | AllocationError::DevicesFull { .. } => {
+            (PortPhase::Pending, WAIT_FOR_DEVICE)
+        }
+        AllocationError::NoDevicePresent { .. } | AllocationError::NoPool { .. } => {
+            (PortPhase::Failed, WAIT_FOR_HARDWARE)
+        }
+    };
+    write_failure(port, ctx, phase, error.reason(), &error.to_string()).await?;
+    Ok(Action::requeue(wait))
+}
+
+async fn link_failure(
+    port: &NetworkPort,
+    ctx: &Context,
+    error: NetlinkError,
+) -> Result<Action, ReconcileError> {
+    let wait = match &error {
+        NetlinkError::BridgeFull { .. } | NetlinkError::DeviceBusy { .. } => WAIT_FOR_DEVICE,
+        NetlinkError::DeviceNotFound(_) | NetlinkError::BridgeNotFound(_) => WAIT_FOR_HARDWARE,
+        NetlinkError::InvalidMac(_) | NetlinkError::NameTaken { .. } => {
+            write_failure(
+                port,
+                ctx,
+                PortPhase::Failed,
+                error.reason(),
+                &error.to_string(),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        _ => return Err(error.into()),
+    };
+    write_failure(
+        port,
+        ctx,
+        PortPhase::Pending,
+        error.reason(),
+        &error.to_string(),
+    )
+    .await?;
+    Ok(Action::requeue(wait))
+}
+
+/// Removes the port's link (batched with other deletions) and its holding.
+async fn cleanup(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileError> {
+    let uid = port.uid().ok_or(ReconcileError::Incomplete("uid"))?;
+    let link = ctx.state().realised.get(&uid).map(|r| r.link.clone());
+    let link = link.or_else(|| {
+        port.status
+            .as_ref()
+            .and_then(|s| s.actual.as_ref())
+            .and_then(|a| {
+                a.ifindex.map(|ifindex| crate::ownership::LinkRef {
+                    ifindex,
+                    name: a.link_name.clone(),
+                })
+            })
+    });
+    if let Some(link) = link {
+        ctx.deleter
+            .delete(link)
+            .await
+            .map_err(ReconcileError::Delete)?;
+    }
+    {
+        let mut state = ctx.state();
+        state.realised.remove(&uid);
+        state.ledger.release(&uid);
+    }
+    ctx.report.notify_one();
+    debug!(port = %key(port), "port cleaned up");
+    Ok(Action::await_change())
+}
+
+fn actual_macvtap(
+    device: &str,
+    mode: switchyard_crds::MacvtapMode,
+    effective: &EffectivePort,
+) -> PortActual {
+    PortActual {
+        kind: ActualType::Direct,
+        device: Some(device.to_string()),
+        mode: Some(mode),
+        ..settings(effective)
+    }
+}
+
+fn actual_bridge(bridge: &str, effective: &EffectivePort) -> PortActual {
+    PortActual {
+        kind: ActualType::Bridge,
+        device: Some(bridge.to_string()),
+        bridge: Some(bridge.to_string()),
+        ..settings(effective)
+    }
+}
+
+/// The merged settings every `actual` records.
+fn settings(effective: &EffectivePort) -> PortActual {
+    PortActual {
+        portgroup: effective.portgroup.clone(),
+        virtualport: effective.virtualport.clone(),
+        vlan: effective.vlan.clone(),
+        bandwidth: effective.bandwidth.clone(),
+        trust_guest_rx_filters: effective.trust_guest_rx_filters,
+        ..Default::default()
+    }
+}
+
+fn fill_from_link(actual: &mut PortActual, link: &RealisedLink) {
+    actual.link_name = link.link.name.clone();
+    actual.ifindex = Some(link.link.ifindex);
+    actual.tap_device = link.tap_device.clone();
+    actual.peer_link_name = link.peer.as_ref().map(|p| p.name.clone());
+}
+
+async fn write_failure(
+    port: &NetworkPort,
+    ctx: &Context,
+    phase: PortPhase,
+    reason: &str,
+    message: &str,
+) -> Result<(), ReconcileError> {
+    let status = port_status::not_ready(
+        port.status.as_ref(),
+        port.meta().generation,
+        phase,
+        reason,
+        message,
+        &now(),
+    );
+    write_status(port, ctx, &status).await
+}
+
+/// Server-side applies the port's status under the agent's field manager; skipped when the
+/// port already shows it.
+pub(super) async fn write_status(
+    port: &NetworkPort,
+    ctx: &Context,
+    status: &NetworkPortStatus,
+) -> Result<(), ReconcileError> {
+    if !port_status::differs(port.status.as_ref(), status) {
+        return Ok(());
+    }
+    let api =
+        Api::<NetworkPort>::namespaced(ctx.client.clone(), &port.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": NetworkPort::api_version(&()),
+        "kind": NetworkPort::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &port.name_any(),
+        &PatchParams::apply(&ctx.manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}

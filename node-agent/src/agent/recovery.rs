@@ -1,0 +1,127 @@
+//! Start-up recovery: rebuild counts from the kernel and the ports' records, clean up what no
+//! port owns, and mark what cannot come back. The decisions are [`crate::plan`]'s; this module
+//! only reads the inputs and carries the decisions out.
+
+use std::collections::HashMap;
+
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use switchyard_crds::{LABEL_NODE, NetworkPort, PortPhase};
+use switchyard_libvirt::merge::{PortRequest, effective_port};
+use tracing::{info, warn};
+
+use super::{AgentError, Context, Realised, now, port_status, ports};
+use crate::plan::{LinkAction, PortAction, PortRecord, actual_is_exclusive, plan_recovery};
+use crate::port_key::PortKey;
+
+/// The condition reason of a port whose link vanished with its device: it stays failed until
+/// its spec changes or it is re-created, as libvirt leaves such a port unrealised.
+pub(super) const LINK_LOST: &str = "LinkLost";
+
+pub(super) async fn recover(ctx: &Context) -> Result<(), AgentError> {
+    let api = Api::<NetworkPort>::all(ctx.client.clone());
+    let ports = api
+        .list(&ListParams::default().labels(&format!("{LABEL_NODE}={}", ctx.node)))
+        .await
+        .map_err(|source| AgentError::Kube {
+            what: "listing the node's ports",
+            source,
+        })?
+        .items;
+    let owned = ctx.links.owned_links().await?;
+    let present = ctx.links.link_names().await?;
+    let records: Vec<PortRecord> = ports.iter().filter_map(|port| record(port, ctx)).collect();
+    let plan = plan_recovery(&records, &owned, &present);
+
+    for action in &plan.links {
+        if let LinkAction::RestoreGroup { link, port } = action {
+            info!(%link, %port, "link was tagged for deletion but its port is live: restoring it");
+            ctx.links.restore_group(link).await?;
+        }
+    }
+    let deletions: Vec<_> = plan.deletions().cloned().collect();
+    if !deletions.is_empty() {
+        let done = ctx.links.delete_links(&deletions).await?;
+        info!(
+            deleted = done.deleted.len(),
+            already_gone = done.already_gone.len(),
+            "removed links no live port owns"
+        );
+    }
+
+    let by_uid: HashMap<String, &NetworkPort> = ports
+        .iter()
+        .filter_map(|p| p.uid().map(|uid| (uid, p)))
+        .collect();
+    {
+        let mut state = ctx.state();
+        state.ledger = plan.ledger.clone();
+        for decision in &plan.ports {
+            match &decision.action {
+                PortAction::Count { link, .. } => {
+                    state
+                        .realised
+                        .insert(decision.uid.clone(), Realised { link: link.clone() });
+                }
+                PortAction::Conflict {
+                    kept_link: Some(link),
+                    ..
+                } => {
+                    state
+                        .realised
+                        .insert(decision.uid.clone(), Realised { link: link.clone() });
+                }
+                _ => {}
+            }
+        }
+    }
+    // Statuses the decisions change; the port controller does the rest (writing the status of
+    // counted links, re-creating vanished ones on their reserved device, finalizing).
+    for decision in &plan.ports {
+        let Some(port) = by_uid.get(&decision.uid) else {
+            continue;
+        };
+        let (reason, message) = match &decision.action {
+            PortAction::Fail { reason, message } => (LINK_LOST, format!("{reason}: {message}")),
+            PortAction::Conflict { message, .. } => {
+                (crate::plan::REASON_DEVICE_CONFLICT, message.clone())
+            }
+            _ => continue,
+        };
+        warn!(port = %decision.key, reason, %message, "port cannot be realised after restart");
+        let status = port_status::not_ready(
+            port.status.as_ref(),
+            port.metadata.generation,
+            PortPhase::Failed,
+            reason,
+            &message,
+            &now(),
+        );
+        if let Err(error) = ports::write_status(port, ctx, &status).await {
+            warn!(port = %decision.key, %error, "could not record the port's failure; it will be retried");
+        }
+    }
+    ctx.report.notify_one();
+    Ok(())
+}
+
+/// A port as recovery sees it; `None` for a port without UID (never from the apiserver).
+fn record(port: &NetworkPort, ctx: &Context) -> Option<PortRecord> {
+    let actual = port.status.as_ref().and_then(|s| s.actual.clone());
+    let exclusive = match ctx.network(&port.spec.network) {
+        Some(network) => effective_port(&network.spec, &PortRequest::from_port(&port.spec))
+            .map(|effective| effective.exclusive)
+            .unwrap_or_else(|_| actual.as_ref().is_some_and(actual_is_exclusive)),
+        None => actual.as_ref().is_some_and(actual_is_exclusive),
+    };
+    Some(PortRecord {
+        uid: port.uid()?,
+        key: PortKey::new(port.namespace().unwrap_or_default(), port.name_any()),
+        created: port.creation_timestamp().map_or(0, |t| t.0.as_second()),
+        network: port.spec.network.clone(),
+        deleting: port.metadata.deletion_timestamp.is_some(),
+        phase: port.status.as_ref().and_then(|s| s.phase),
+        actual,
+        exclusive,
+    })
+}

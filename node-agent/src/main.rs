@@ -1,0 +1,98 @@
+//! switchyard-node-agent: realises this node's NetworkPorts as macvtap links and bridge ports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use switchyard_node_agent::agent::{Agent, AgentConfig};
+use switchyard_node_agent::netlink::NetnsTarget;
+use switchyard_node_agent::ownership::LinkGroups;
+use tracing::info;
+
+/// The switchyard node agent (one per node, as a DaemonSet).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The node this agent serves (from the downward API in a DaemonSet).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// The network namespace holding the node's devices: a path like /run/netns/X or a name
+    /// under /run/netns. Left out, the agent's own (the host's, with hostNetwork).
+    #[arg(long, env = "SWITCHYARD_NETNS")]
+    netns: Option<String>,
+    /// Serves /healthz, /readyz and /metrics.
+    #[arg(long, env = "SWITCHYARD_METRICS_ADDR", default_value = "0.0.0.0:9641")]
+    metrics_addr: SocketAddr,
+    /// text or json.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// Refuse bridge ports beyond this many per bridge (the kernel's limit is 1023).
+    #[arg(long, env = "SWITCHYARD_BRIDGE_PORT_LIMIT")]
+    bridge_port_limit: Option<u32>,
+    /// How often device presence and link state are re-read, in seconds.
+    #[arg(long, env = "SWITCHYARD_REPORT_INTERVAL", default_value_t = 5)]
+    report_interval: u64,
+    /// Port reconciles in flight at once.
+    #[arg(long, env = "SWITCHYARD_CONCURRENCY", default_value_t = 32)]
+    concurrency: u16,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Text => subscriber.init(),
+    }
+
+    let netns = match &args.netns {
+        None => NetnsTarget::Current,
+        Some(path) if path.contains('/') => NetnsTarget::Path(PathBuf::from(path)),
+        Some(name) => NetnsTarget::named(name),
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let config = AgentConfig {
+        node_name: args.node_name.clone(),
+        netns,
+        groups: LinkGroups::DEFAULT,
+        bridge_port_limit: args.bridge_port_limit,
+        report_interval: Duration::from_secs(args.report_interval.max(1)),
+        concurrency: args.concurrency,
+    };
+    info!(node = %args.node_name, netns = ?config.netns, "starting");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    // Recovery runs before the endpoints exist: until then the probes fail, which is what
+    // "not ready" means.
+    let agent = Agent::start(client, config)
+        .await
+        .context("starting the agent")?;
+    let server = tokio::spawn(switchyard_node_agent::http::serve(
+        args.metrics_addr,
+        agent.context.clone(),
+        async move {
+            let _ = http_stopped.await;
+        },
+    ));
+    info!(addr = %args.metrics_addr, "ready");
+    agent.wait().await;
+    let _ = stop_http.send(());
+    server
+        .await
+        .context("the HTTP server task")?
+        .context("the HTTP server")?;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,567 @@
+//! The node agent as a process, against the real local apiserver and real network namespaces:
+//! every mode makes the right link, exclusive pools are never over-allocated, a SIGKILL during
+//! churn loses nothing, and links the agent does not own are never touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use switchyard_crds::*;
+use switchyard_tests::cluster::{TEST_LABEL, TestEnv};
+use switchyard_tests::nodes::SimulatedNode;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_switchyard-node-agent");
+const OWNED_GROUP: u32 = 0x7377_7901;
+
+fn agent() -> &'static Path {
+    Path::new(AGENT)
+}
+
+/// A network selecting only this test's nodes.
+fn network(env: &TestEnv, name: &str, spec_yaml: &str) -> Network {
+    let mut net: Network = serde_yaml::from_str(&format!(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: Network\nmetadata: {{name: {name}}}\nspec:\n  nodeSelector: {{matchLabels: {{\"{TEST_LABEL}\": {ns}}}}}\n{spec_yaml}",
+        ns = env.namespace
+    ))
+    .expect("test network YAML");
+    net.metadata.labels = Some([env.test_label()].into_iter().collect());
+    net
+}
+
+async fn create_network(env: &TestEnv, net: &Network) {
+    Api::<Network>::all(env.client.clone())
+        .create(&PostParams::default(), net)
+        .await
+        .expect("creating the network");
+}
+
+fn port(env: &TestEnv, name: &str, network: &str, node: &str, mac: &str) -> NetworkPort {
+    let mut port = NetworkPort::new(
+        name,
+        NetworkPortSpec {
+            network: network.into(),
+            node: node.into(),
+            mac: mac.into(),
+            ..Default::default()
+        },
+    );
+    port.metadata.namespace = Some(env.namespace.clone());
+    port.metadata.labels = Some(
+        [
+            (LABEL_NODE.to_string(), node.to_string()),
+            (LABEL_NETWORK.to_string(), network.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    port
+}
+
+fn mac(i: usize) -> String {
+    format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    )
+}
+
+fn ports_api(env: &TestEnv) -> Api<NetworkPort> {
+    Api::namespaced(env.client.clone(), &env.namespace)
+}
+
+/// Polls until `done` holds for the namespace's ports, or panics with the last state.
+async fn wait_ports<F>(env: &TestEnv, what: &str, timeout: Duration, done: F) -> Vec<NetworkPort>
+where
+    F: Fn(&[NetworkPort]) -> bool,
+{
+    let start = Instant::now();
+    loop {
+        let ports = ports_api(env)
+            .list(&ListParams::default())
+            .await
+            .expect("listing ports")
+            .items;
+        if done(&ports) {
+            return ports;
+        }
+        if start.elapsed() > timeout {
+            let summary: Vec<String> = ports
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}: {:?} {:?}",
+                        p.name_any(),
+                        p.status.as_ref().and_then(|s| s.phase),
+                        p.status.as_ref().map(|s| &s.conditions)
+                    )
+                })
+                .collect();
+            panic!("timed out waiting for {what}:\n{}", summary.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn phase(port: &NetworkPort) -> Option<PortPhase> {
+    port.status.as_ref().and_then(|s| s.phase)
+}
+
+fn ready_count(ports: &[NetworkPort]) -> usize {
+    ports
+        .iter()
+        .filter(|p| phase(p) == Some(PortPhase::Ready))
+        .count()
+}
+
+async fn network_node(env: &TestEnv, node: &str) -> NetworkNodeStatus {
+    Api::<NetworkNode>::all(env.client.clone())
+        .get(node)
+        .await
+        .expect("the node's NetworkNode")
+        .status
+        .unwrap_or_default()
+}
+
+/// Polls the node's report until `done` holds.
+async fn wait_report<F>(env: &TestEnv, node: &str, what: &str, done: F) -> NetworkNodeStatus
+where
+    F: Fn(&NetworkNodeStatus) -> bool,
+{
+    let start = Instant::now();
+    loop {
+        let status = network_node(env, node).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_mode_makes_the_right_link() {
+    let env = TestEnv::new("agent-modes").await;
+    let mut node = SimulatedNode::new(&env, "modes", &[]).await;
+    node.sandbox.add_nics("eth", 4).unwrap();
+    node.sandbox.add_bridge("br0").unwrap();
+    let modes = [
+        ("vepa", "eth0"),
+        ("private", "eth1"),
+        ("bridge", "eth2"),
+        ("passthrough", "eth3"),
+    ];
+    let mut networks = Vec::new();
+    for (mode, dev) in modes {
+        let name = env.unique(mode);
+        create_network(
+            &env,
+            &network(
+                &env,
+                &name,
+                &format!("  forward: {{mode: {mode}, interfaces: [{{dev: {dev}}}]}}\n"),
+            ),
+        )
+        .await;
+        networks.push((name, mode, dev));
+    }
+    let host_bridge = env.unique("hostbr");
+    create_network(
+        &env,
+        &network(
+            &env,
+            &host_bridge,
+            "  forward: {mode: bridge}\n  bridge: {name: br0}\n",
+        ),
+    )
+    .await;
+    node.start_agent(agent());
+
+    let api = ports_api(&env);
+    for (i, (net, mode, _)) in networks.iter().enumerate() {
+        api.create(
+            &PostParams::default(),
+            &port(&env, mode, net, &node.name, &mac(i)),
+        )
+        .await
+        .unwrap();
+    }
+    api.create(
+        &PostParams::default(),
+        &port(&env, "hostbr", &host_bridge, &node.name, &mac(9)),
+    )
+    .await
+    .unwrap();
+    let ports = wait_ports(&env, "5 ready ports", Duration::from_secs(30), |p| {
+        ready_count(p) == 5
+    })
+    .await;
+
+    for (i, (_, mode, dev)) in networks.iter().enumerate() {
+        let port = ports.iter().find(|p| p.name_any() == *mode).unwrap();
+        let actual = port.status.as_ref().unwrap().actual.clone().unwrap();
+        assert_eq!(actual.kind, ActualType::Direct);
+        assert_eq!(actual.device.as_deref(), Some(*dev));
+        assert_eq!(actual.mode.map(|m| m.as_str()), Some(*mode));
+        let link = node
+            .sandbox
+            .link(&actual.link_name)
+            .unwrap()
+            .expect("the macvtap exists in the kernel");
+        assert_eq!(link.kind.as_deref(), Some("macvtap"));
+        let kernel_mode = if *mode == "passthrough" {
+            "passthru"
+        } else {
+            mode
+        };
+        assert_eq!(link.mode.as_deref(), Some(kernel_mode), "{mode}");
+        assert_eq!(link.lower.as_deref(), Some(*dev));
+        assert_eq!(link.mac.as_deref(), Some(mac(i).as_str()));
+        assert_eq!(link.group, OWNED_GROUP);
+        assert_eq!(link.alias.as_deref(), port.uid().as_deref());
+        assert_eq!(Some(link.ifindex), actual.ifindex);
+        let tap = actual.tap_device.expect("macvtaps record their tap device");
+        assert!(
+            tap.split_once(':')
+                .is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok()),
+            "{tap}"
+        );
+    }
+    let bridged = ports.iter().find(|p| p.name_any() == "hostbr").unwrap();
+    let actual = bridged.status.as_ref().unwrap().actual.clone().unwrap();
+    assert_eq!(actual.kind, ActualType::Bridge);
+    assert_eq!(actual.bridge.as_deref(), Some("br0"));
+    let link = node
+        .sandbox
+        .link(&actual.link_name)
+        .unwrap()
+        .expect("the bridge port exists");
+    assert_eq!(link.kind.as_deref(), Some("veth"));
+    assert_eq!(link.master.as_deref(), Some("br0"));
+    let peer = node
+        .sandbox
+        .link(actual.peer_link_name.as_deref().unwrap())
+        .unwrap()
+        .expect("the guest end exists");
+    assert_eq!(peer.mac.as_deref(), Some(mac(9).as_str()));
+
+    let report = wait_report(&env, &node.name, "5 ports reported", |s| s.ports == 5).await;
+    assert_eq!(report.networks_ready, 5);
+    let passthrough = report
+        .networks
+        .iter()
+        .find(|n| n.name == networks[3].0)
+        .unwrap();
+    assert_eq!(passthrough.devices[0].connections, 1);
+    assert!(passthrough.devices[0].exclusive);
+    assert_eq!((passthrough.capacity, passthrough.free), (1, 0));
+
+    // Deleting a port removes its link and lets the port go.
+    api.delete("vepa", &DeleteParams::default()).await.unwrap();
+    wait_ports(
+        &env,
+        "the deleted port gone",
+        Duration::from_secs(30),
+        |p| p.len() == 4,
+    )
+    .await;
+    let vepa = ports.iter().find(|p| p.name_any() == "vepa").unwrap();
+    let name = &vepa
+        .status
+        .as_ref()
+        .unwrap()
+        .actual
+        .as_ref()
+        .unwrap()
+        .link_name;
+    assert!(
+        node.sandbox.link(name).unwrap().is_none(),
+        "the vepa link is gone"
+    );
+    wait_report(&env, &node.name, "4 ports reported", |s| s.ports == 4).await;
+}
+
+#[tokio::test]
+async fn an_exclusive_pool_is_never_over_allocated() {
+    let env = TestEnv::new("agent-passthrough").await;
+    let mut node = SimulatedNode::new(&env, "pt", &[]).await;
+    node.sandbox.add_nics("vf", 4).unwrap();
+    let net = env.unique("pt");
+    create_network(
+        &env,
+        &network(&env, &net, "  forward: {mode: passthrough, interfaces: [{dev: vf0}, {dev: vf1}, {dev: vf2}, {dev: vf3}]}\n"),
+    )
+    .await;
+    node.start_agent(agent());
+
+    let api = ports_api(&env);
+    let creates = (0..20).map(|i| {
+        let api = api.clone();
+        let port = port(&env, &format!("vm{i}"), &net, &node.name, &mac(i));
+        async move { api.create(&PostParams::default(), &port).await.unwrap() }
+    });
+    join_all(creates).await;
+    let settled = |ports: &[NetworkPort]| {
+        ports.len() == 20
+            && ready_count(ports) == 4
+            && ports
+                .iter()
+                .filter(|p| phase(p) == Some(PortPhase::Pending))
+                .count()
+                == 16
+    };
+    let ports = wait_ports(
+        &env,
+        "4 ready and 16 pending",
+        Duration::from_secs(60),
+        settled,
+    )
+    .await;
+    let expected =
+        format!("network '{net}' requires exclusive access to interfaces, but none are available");
+    for port in ports
+        .iter()
+        .filter(|p| phase(p) == Some(PortPhase::Pending))
+    {
+        let condition = &port.status.as_ref().unwrap().conditions[0];
+        assert_eq!(condition.reason, "NoFreeDevice");
+        assert_eq!(condition.message, expected);
+    }
+    let devices: BTreeSet<String> = ports
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.actual.as_ref()?.device.clone())
+        .collect();
+    assert_eq!(
+        devices.len(),
+        4,
+        "four ready ports on four distinct devices"
+    );
+    let macvtaps = node
+        .sandbox
+        .links()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.kind.as_deref() == Some("macvtap"))
+        .count();
+    assert_eq!(macvtaps, 4);
+
+    // Deleting one frees its device for a waiting request.
+    let holder = ports
+        .iter()
+        .find(|p| phase(p) == Some(PortPhase::Ready))
+        .unwrap()
+        .name_any();
+    api.delete(&holder, &DeleteParams::default()).await.unwrap();
+    let ports = wait_ports(
+        &env,
+        "a waiting port takes the freed device",
+        Duration::from_secs(30),
+        |p| p.len() == 19 && ready_count(p) == 4,
+    )
+    .await;
+    assert_eq!(
+        ports
+            .iter()
+            .filter(|p| phase(p) == Some(PortPhase::Pending))
+            .count(),
+        15
+    );
+    let report = wait_report(&env, &node.name, "4 exclusive holders", |s| s.ports == 4).await;
+    let entry = report.networks.iter().find(|n| n.name == net).unwrap();
+    assert!(
+        entry
+            .devices
+            .iter()
+            .all(|d| d.connections == 1 && d.exclusive && d.holder.is_some())
+    );
+}
+
+/// Owned macvtaps by lower device, read from the kernel.
+fn kernel_counts(node: &SimulatedNode) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
+    for link in node.sandbox.links().unwrap() {
+        if link.group == OWNED_GROUP && link.kind.as_deref() == Some("macvtap") {
+            *counts
+                .entry(link.lower.clone().unwrap_or_default())
+                .or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test]
+async fn a_sigkill_during_churn_loses_nothing() {
+    let env = TestEnv::new("agent-sigkill").await;
+    let mut node = SimulatedNode::new(&env, "kill", &[]).await;
+    node.sandbox.add_nics("up", 4).unwrap();
+    let net = env.unique("churn");
+    create_network(
+        &env,
+        &network(&env, &net, "  forward: {mode: vepa, interfaces: [{dev: up0}, {dev: up1}, {dev: up2}, {dev: up3}]}\n  maxConnectionsPerDevice: 200\n"),
+    )
+    .await;
+    node.start_agent(agent());
+    let api = ports_api(&env);
+
+    // 200 creates; once some are realised, deletes of every third port; the agent dies while
+    // both are still being worked on.
+    let node_name = node.name.clone();
+    let creates = (0..200).map(|i| {
+        let api = api.clone();
+        let port = port(&env, &format!("p{i}"), &net, &node_name, &mac(i));
+        async move { api.create(&PostParams::default(), &port).await.unwrap() }
+    });
+    let creating = tokio::spawn(join_all(creates));
+    wait_ports(&env, "the agent under way", Duration::from_secs(60), |p| {
+        ready_count(p) >= 40
+    })
+    .await;
+    let deletes = (0..200).step_by(3).map(|i| {
+        let api = api.clone();
+        async move {
+            api.delete(&format!("p{i}"), &DeleteParams::default())
+                .await
+                .unwrap()
+        }
+    });
+    let deleting = tokio::spawn(join_all(deletes));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    node.kill_agent();
+    let at_kill = ports_api(&env)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let unfinished = at_kill
+        .iter()
+        .filter(|p| phase(p) != Some(PortPhase::Ready) || p.metadata.deletion_timestamp.is_some())
+        .count();
+    eprintln!(
+        "at the kill: {} ports, {} ready, {unfinished} unfinished",
+        at_kill.len(),
+        ready_count(&at_kill)
+    );
+    assert!(
+        unfinished > 0,
+        "the agent was killed with no work in progress; the test proves nothing"
+    );
+    creating.await.unwrap();
+    deleting.await.unwrap();
+    node.start_agent(agent());
+
+    let deleted: BTreeSet<String> = (0..200).step_by(3).map(|i| format!("p{i}")).collect();
+    let ports = wait_ports(
+        &env,
+        "every surviving port ready, every deleted one gone",
+        Duration::from_secs(90),
+        |p| p.len() == 200 - deleted.len() && ready_count(p) == p.len(),
+    )
+    .await;
+    assert!(ports.iter().all(|p| !deleted.contains(&p.name_any())));
+
+    // No orphan: every owned link belongs to a live port, and every live port has its link.
+    let live: BTreeSet<String> = ports.iter().filter_map(|p| p.uid()).collect();
+    let owned: Vec<_> = node
+        .sandbox
+        .links()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.group == OWNED_GROUP)
+        .collect();
+    let aliases: BTreeSet<String> = owned.iter().filter_map(|l| l.alias.clone()).collect();
+    assert_eq!(owned.len(), live.len(), "one owned link per live port");
+    assert_eq!(aliases, live);
+
+    // Counts in status equal what the kernel shows.
+    let kernel = kernel_counts(&node);
+    let report = wait_report(&env, &node.name, "counts matching the kernel", |s| {
+        s.networks.iter().find(|n| n.name == net).is_some_and(|n| {
+            n.devices
+                .iter()
+                .all(|d| kernel.get(&d.name).copied().unwrap_or(0) == d.connections)
+        })
+    })
+    .await;
+    assert_eq!(report.ports as usize, live.len());
+}
+
+#[tokio::test]
+async fn links_the_agent_does_not_own_are_never_deleted() {
+    let env = TestEnv::new("agent-foreign").await;
+    let mut node = SimulatedNode::new(&env, "foreign", &[]).await;
+    node.sandbox.add_nics("eth", 1).unwrap();
+    // Someone else's macvtap on the same uplink, even with a name that looks like ours.
+    node.sandbox
+        .ip(&[
+            "link",
+            "add",
+            "link",
+            "eth0",
+            "name",
+            "swyforeign01",
+            "type",
+            "macvtap",
+            "mode",
+            "vepa",
+        ])
+        .unwrap();
+    node.sandbox
+        .ip(&[
+            "link", "add", "link", "eth0", "name", "theirs0", "type", "macvtap", "mode", "vepa",
+        ])
+        .unwrap();
+    let net = env.unique("shared");
+    create_network(
+        &env,
+        &network(
+            &env,
+            &net,
+            "  forward: {mode: vepa, interfaces: [{dev: eth0}]}\n",
+        ),
+    )
+    .await;
+    node.start_agent(agent());
+    let api = ports_api(&env);
+    for i in 0..5 {
+        api.create(
+            &PostParams::default(),
+            &port(&env, &format!("p{i}"), &net, &node.name, &mac(i)),
+        )
+        .await
+        .unwrap();
+    }
+    wait_ports(&env, "5 ready ports", Duration::from_secs(30), |p| {
+        ready_count(p) == 5
+    })
+    .await;
+    for i in 0..5 {
+        api.delete(&format!("p{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_ports(&env, "all ports gone", Duration::from_secs(30), |p| {
+        p.is_empty()
+    })
+    .await;
+    // A restart runs recovery, which removes orphans: still not these.
+    node.kill_agent();
+    node.start_agent(agent());
+    let names: BTreeSet<String> = node
+        .sandbox
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert!(
+        names.contains("swyforeign01") && names.contains("theirs0"),
+        "{names:?}"
+    );
+    assert_eq!(kernel_counts(&node).values().sum::<u32>(), 0);
+}

@@ -1,0 +1,193 @@
+//! Simulated nodes: a Node object in the local apiserver, a network namespace with veth NICs
+//! standing in for the host, and a real node-agent process bound to both.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+use crate::cluster::{TEST_LABEL, TestEnv};
+use crate::netns::Sandbox;
+use crate::procs::spawn_tied;
+
+/// One simulated node. Dropping it stops its agent, deletes the Node and removes the namespace.
+#[derive(Debug)]
+pub struct SimulatedNode {
+    /// The node's name (also its `NetworkNode`'s).
+    pub name: String,
+    /// Its network namespace.
+    pub sandbox: Sandbox,
+    kubeconfig: PathBuf,
+    agent: Option<Child>,
+    metrics_port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl SimulatedNode {
+    /// Creates the Node (labelled with the test label and `labels`, condition Ready) and an
+    /// empty namespace. Add NICs with `sandbox.add_nics`, then [`SimulatedNode::start_agent`].
+    pub async fn new(env: &TestEnv, label: &str, labels: &[(&str, &str)]) -> Self {
+        let name = env.unique(label);
+        let mut node_labels: std::collections::BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        node_labels.insert(TEST_LABEL.into(), env.namespace.clone());
+        node_labels.insert("kubernetes.io/hostname".into(), name.clone());
+        let mut node = Node::default();
+        node.metadata.name = Some(name.clone());
+        node.metadata.labels = Some(node_labels);
+        let nodes: Api<Node> = Api::all(env.client.clone());
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("creating the Node");
+        set_node_ready(env, &name, true).await;
+        let sandbox = Sandbox::new(label).expect("creating the node's network namespace");
+        SimulatedNode {
+            name,
+            sandbox,
+            kubeconfig: env.kubeconfig.clone(),
+            agent: None,
+            metrics_port: 0,
+            log: tempfile::NamedTempFile::new().expect("a log file"),
+        }
+    }
+
+    /// Starts `binary` (the node agent) for this node, bound to its namespace, and waits until
+    /// its `/readyz` says ready.
+    pub fn start_agent(&mut self, binary: &Path) {
+        assert!(
+            self.agent.is_none(),
+            "the agent of {} already runs",
+            self.name
+        );
+        self.metrics_port = free_port();
+        let log = self.log.reopen().expect("the agent's log");
+        let mut cmd = Command::new(binary);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("NODE_NAME", &self.name)
+            .env("SWITCHYARD_NETNS", self.sandbox.path())
+            .env(
+                "SWITCHYARD_METRICS_ADDR",
+                format!("127.0.0.1:{}", self.metrics_port),
+            )
+            .env("SWITCHYARD_REPORT_INTERVAL", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("SWITCHYARD_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.agent = Some(spawn_tied(cmd).expect("starting the node agent"));
+        self.wait_ready(Duration::from_secs(60));
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(Ok(Some(status))) = self.agent.as_mut().map(Child::try_wait) {
+                panic!(
+                    "the agent of {} exited ({status}):\n{}",
+                    self.name,
+                    self.logs()
+                );
+            }
+            if self
+                .http_get("/readyz")
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the agent of {} was not ready within {timeout:?}:\n{}",
+            self.name,
+            self.logs()
+        );
+    }
+
+    /// Kills the agent with SIGKILL, as a crash or an OOM kill would.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+
+    /// Stops the agent with SIGTERM and waits for it to exit.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &agent.id().to_string()])
+                .status();
+            let _ = agent.wait();
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// A GET on the agent's metrics address (loopback); the raw HTTP response.
+    pub fn http_get(&self, path: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    }
+}
+
+impl Drop for SimulatedNode {
+    fn drop(&mut self) {
+        self.kill_agent();
+        let _ = Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args([
+                "delete",
+                "node,networknode",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .output();
+        if std::thread::panicking() {
+            eprintln!("--- agent log of {} ---\n{}", self.name, self.logs());
+        }
+    }
+}
+
+/// Sets the Node's Ready condition (there is no kubelet to do it).
+pub async fn set_node_ready(env: &TestEnv, node: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let patch = serde_json::json!({"status": {"conditions": [{
+        "type": "Ready", "status": status, "reason": "SimulatedKubelet",
+        "message": "set by the switchyard test harness",
+        "lastHeartbeatTime": jiff::Timestamp::now().to_string(),
+        "lastTransitionTime": jiff::Timestamp::now().to_string(),
+    }]}});
+    Api::<Node>::all(env.client.clone())
+        .patch_status(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("setting the Node's Ready condition");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
