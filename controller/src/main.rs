@@ -1,5 +1,7 @@
 //! `switchyard-controller`: see the library for what it does.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use switchyard_controller::run::{Args, LogFormat, run};
 use tracing_subscriber::EnvFilter;
@@ -8,7 +10,9 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match args.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),

@@ -51,6 +51,9 @@ pub struct NetworkLabels {
     pub network: String,
 }
 
+/// The reconcilers, as named in metrics.
+pub const CONTROLLERS: [&str; 4] = ["network", "migrationcheck", "node-labels", "port-labels"];
+
 /// Every metric the controller exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -104,6 +107,28 @@ impl Metrics {
         );
         let ports = Family::<NetworkLabels, Gauge>::default();
         registry.register("network_ports", "NetworkPorts per network", ports.clone());
+        // Every series exists from the start, at zero: "nothing happened" reads differently
+        // from "not exported".
+        for controller in CONTROLLERS {
+            reconciles
+                .get_or_create(&ControllerLabels { controller })
+                .inc_by(0);
+            for kind in ["transient", "invalid"] {
+                reconcile_errors
+                    .get_or_create(&ErrorLabels { controller, kind })
+                    .inc_by(0);
+            }
+        }
+        for source in ["migrationcheck", "webhook"] {
+            drop(check_duration.get_or_create(&CheckLabels { source }));
+        }
+        for resource in ["networks", "networkports"] {
+            for allowed in ["true", "false"] {
+                admission_reviews
+                    .get_or_create(&AdmissionLabels { resource, allowed })
+                    .inc_by(0);
+            }
+        }
         Self {
             registry: root,
             reconciles,
@@ -204,6 +229,7 @@ mod tests {
         index.upsert_port(PortUse::from_port(&port));
 
         let text = metrics.render(&index).unwrap();
+        assert!(text.contains("switchyard_reconciles_total{controller=\"port-labels\"} 0\n"));
         assert!(
             text.contains("switchyard_reconciles_total{controller=\"network\"} 2\n"),
             "{text}"

@@ -64,16 +64,16 @@ pub struct Args {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// No usable Kubernetes configuration (KUBECONFIG or in-cluster).
-    #[error("connecting to Kubernetes: {0}")]
+    #[error("connecting to Kubernetes")]
     Kube(#[from] kube::Error),
     /// The flags do not make sense together.
     #[error("{0}")]
     Flags(&'static str),
     /// The webhook's certificate could not be loaded or its address bound.
-    #[error("webhook: {0}")]
+    #[error("webhook")]
     Tls(#[from] tls::TlsError),
     /// The metrics address could not be bound.
-    #[error("binding the metrics address {addr}: {source}")]
+    #[error("binding the metrics address {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,

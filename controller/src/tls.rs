@@ -32,10 +32,10 @@ pub enum TlsError {
         message: String,
     },
     /// The key does not suit the certificate, or rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Config(#[from] rustls::Error),
     /// The address could not be bound.
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,

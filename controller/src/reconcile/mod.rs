@@ -11,11 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
-use switchyard_crds::CONTROLLER_MANAGER;
 
 use crate::cache::Caches;
+use crate::events::Publisher;
 use crate::metrics::Metrics;
 
 /// What every reconciler shares.
@@ -27,7 +26,7 @@ pub struct Context {
     /// Where counts go.
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    pub events: Publisher,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -46,18 +45,11 @@ impl Context {
         metrics: Arc<Metrics>,
         instance: Option<String>,
     ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: CONTROLLER_MANAGER.to_string(),
-                instance,
-            },
-        );
         Self {
+            events: Publisher::new(client.clone(), instance),
             client,
             caches,
             metrics,
-            recorder,
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use switchyard_crds::{CONTROLLER_MANAGER, Network};
 use switchyard_libvirt::validate::validate_network;
 
 use super::{Context, ReconcileError};
+use crate::events::Severity;
 use crate::status::{network_status, status_events};
 
 /// The reconciler's name in metrics and logs.
@@ -60,22 +60,14 @@ pub async fn reconcile(network: Arc<Network>, ctx: Arc<Context>) -> Result<Actio
         );
         let reference = network.object_ref(&());
         for event in events {
+            let severity = if event.warning {
+                Severity::Warning
+            } else {
+                Severity::Normal
+            };
             let published = ctx
-                .recorder
-                .publish(
-                    &Event {
-                        type_: if event.warning {
-                            EventType::Warning
-                        } else {
-                            EventType::Normal
-                        },
-                        reason: event.reason.clone(),
-                        note: Some(event.note),
-                        action: "UpdateStatus".to_string(),
-                        secondary: None,
-                    },
-                    &reference,
-                )
+                .events
+                .publish(&reference, severity, &event.reason, &event.note)
                 .await;
             // An event lost is not worth redoing the status for.
             if let Err(error) = published {

@@ -1,0 +1,304 @@
+//! The validating webhook, served by the controller over TLS and registered by URL on the real
+//! local apiserver: what kubectl shows when it refuses a Network or a NetworkPort. Also the
+//! controller's probes and its graceful stop on SIGTERM.
+
+mod common;
+
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use switchyard_crds::{LABEL_NETWORK, LABEL_NODE, NetworkPort};
+use switchyard_tests::cluster::TestEnv;
+
+use common::{
+    ControllerProcess, WebhookRegistration, agent_reports, eventually, http_get, simulated_node,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_shows_why_the_webhook_refuses_networks_and_ports() {
+    let env = TestEnv::new("webhook").await;
+    let controller = ControllerProcess::start(&env, true).await;
+    let _webhook = WebhookRegistration::register(&env, &controller).await;
+    let ns = env.namespace.clone();
+    let (key, value) = env.test_label();
+
+    // A forward dev that is not the pool's first device.
+    let bad = env.unique("bad-dev");
+    let out = env.kubectl(
+        &["apply", "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "switchyard.dev/v1alpha1", "kind": "Network",
+                "metadata": {"name": bad, "labels": {key.clone(): value.clone()}},
+                "spec": {"forward": {"mode": "vepa", "dev": "eth9", "interfaces": [{"dev": "eth1"}, {"dev": "eth2"}]}},
+            })
+            .to_string(),
+        ),
+    );
+    assert!(
+        !out.status.success(),
+        "a network whose forward dev is not in its pool was accepted"
+    );
+    let message = stderr(&out);
+    assert!(
+        message
+            .contains("admission webhook \"networks.validate.switchyard.dev\" denied the request"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("Network \"{bad}\" is invalid")),
+        "{message}"
+    );
+    assert!(
+        message.contains("forward dev 'eth9' must match the first pool interface, which is 'eth1'"),
+        "{message}"
+    );
+
+    // A valid network with a network-level 802.1Qbg profile, and two nodes: one with room.
+    let network = env.unique("vepa");
+    let network_yaml = |portgroups: serde_json::Value, pool: serde_json::Value| {
+        json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "Network",
+            "metadata": {"name": network, "labels": {key.clone(): value.clone()}},
+            "spec": {
+                "forward": {"mode": "vepa", "interfaces": pool},
+                "virtualport": {"type": "802.1Qbg", "managerid": 11, "typeid": 100, "typeidversion": 1},
+                "portgroups": portgroups,
+                "maxConnectionsPerDevice": 2,
+            },
+        })
+        .to_string()
+    };
+    let pool = json!([{"dev": "eth1"}, {"dev": "eth2"}]);
+    let out = env.kubectl(
+        &["apply", "-f", "-"],
+        Some(&network_yaml(
+            json!([{"name": "gold"}, {"name": "silver"}]),
+            pool.clone(),
+        )),
+    );
+    assert!(
+        out.status.success(),
+        "the valid network was refused: {}",
+        stderr(&out)
+    );
+    let roomy = env.unique("roomy");
+    let crowded = env.unique("crowded");
+    simulated_node(&env, &roomy, &[]).await;
+    simulated_node(&env, &crowded, &[]).await;
+    let report = |connections: u32| {
+        json!([{"name": network, "ready": true, "macvtapMode": "vepa", "capacity": 4, "used": connections * 2, "free": 4 - connections * 2,
+        "devices": [
+            {"name": "eth1", "present": true, "linkState": "up", "connections": connections},
+            {"name": "eth2", "present": true, "linkState": "up", "connections": connections},
+        ]}])
+    };
+    agent_reports(&env, &roomy, report(0)).await;
+    agent_reports(&env, &crowded, report(2)).await;
+
+    let port_yaml = |name: &str, node: &str, extra: serde_json::Value| {
+        let mut spec = json!({"network": network, "node": node, "mac": "52:54:00:12:34:56"});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "NetworkPort",
+            "metadata": {"name": name, "namespace": ns, "labels": {key.clone(): value.clone()}},
+            "spec": spec,
+        })
+        .to_string()
+    };
+
+    // The node's agent report must be in the controller's cache before ports are judged on it.
+    let networks: Api<switchyard_crds::Network> = Api::all(env.client.clone());
+    eventually("the network served by both nodes", WAIT, || async {
+        let live = networks.get(&network).await.ok()?;
+        live.status.filter(|s| s.nodes_ready == 2).map(|_| ())
+    })
+    .await;
+
+    // A port whose own virtualport conflicts with the network's.
+    let out = env.kubectl(
+        &["apply", "-f", "-"],
+        Some(&port_yaml(
+            "conflict",
+            &roomy,
+            json!({"virtualport": {"typeid": 200}}),
+        )),
+    );
+    assert!(
+        !out.status.success(),
+        "a port with a virtualport conflict was accepted"
+    );
+    let message = stderr(&out);
+    assert!(
+        message.contains(
+            "admission webhook \"networkports.validate.switchyard.dev\" denied the request"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "NetworkPort \"{ns}/conflict\" cannot attach to network \"{network}\": [MergeConflict] virtualport typeid conflicts: 200 from the port but 100 from the network; set it in one place only, or to the same value"
+        )),
+        "{message}"
+    );
+
+    // A port for a node without room fails at once, with the migration check's reasons.
+    let out = env.kubectl(
+        &["apply", "-f", "-"],
+        Some(&port_yaml("no-room", &crowded, json!({}))),
+    );
+    assert!(!out.status.success(), "a port for a full node was accepted");
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!(
+            "NetworkPort \"{ns}/no-room\" cannot be placed on node \"{crowded}\": [CapacityExhausted] network \"{network}\" on node \"{crowded}\": 1 interface(s) need a shared device, 0 connection(s) left at 2 per device"
+        )),
+        "{message}"
+    );
+
+    // A port naming a portgroup the network lacks.
+    let out = env.kubectl(
+        &["apply", "-f", "-"],
+        Some(&port_yaml(
+            "no-pg",
+            &roomy,
+            json!({"portgroup": "platinum"}),
+        )),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("[PortgroupNotFound] portgroup 'platinum' does not exist in the network (it has: gold, silver)"), "{}", stderr(&out));
+
+    // A good port is admitted, and the controller gives it the labels agents select by.
+    let out = env.kubectl(
+        &["apply", "-f", "-"],
+        Some(&port_yaml("good", &roomy, json!({"portgroup": "gold"}))),
+    );
+    assert!(
+        out.status.success(),
+        "the good port was refused: {}",
+        stderr(&out)
+    );
+    let ports: Api<NetworkPort> = Api::namespaced(env.client.clone(), &ns);
+    eventually("the port's labels", WAIT, || async {
+        let labels = ports.get("good").await.ok()?.metadata.labels?;
+        (labels.get(LABEL_NODE) == Some(&roomy) && labels.get(LABEL_NETWORK) == Some(&network))
+            .then_some(())
+    })
+    .await;
+
+    // The agent realises it on eth2 with portgroup gold. Removing either is refused, naming it.
+    let actual = json!({"status": {"phase": "Ready", "actual": {
+        "type": "direct", "device": "eth2", "mode": "vepa", "linkName": "swytest0", "portgroup": "gold",
+    }}});
+    ports
+        .patch_status("good", &PatchParams::default(), &Patch::Merge(&actual))
+        .await
+        .expect("writing the port's status as the agent would");
+    let shrunk = network_yaml(json!([{"name": "silver"}]), json!([{"dev": "eth1"}]));
+    let message = eventually(
+        "the webhook to refuse pulling the port's portgroup and device",
+        WAIT,
+        || async {
+            let out = env.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&shrunk));
+            let message = stderr(&out);
+            (!out.status.success() && message.contains("used by live port")).then_some(message)
+        },
+    )
+    .await;
+    assert!(
+        message.contains(&format!(
+            "portgroup \"gold\" is used by live port(s) {ns}/good"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "pool device \"eth2\" on node \"{roomy}\" is used by live port(s) {ns}/good"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("delete or move those ports first"),
+        "{message}"
+    );
+    // Adding a portgroup is fine.
+    let out = env.kubectl(
+        &["apply", "-f", "-"],
+        Some(&network_yaml(
+            json!([{"name": "gold"}, {"name": "silver"}, {"name": "bronze"}]),
+            pool,
+        )),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (code, metrics) = http_get(controller.metrics, "/metrics").expect("metrics answer");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(
+            "switchyard_admission_reviews_total{resource=\"networks\",allowed=\"false\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "switchyard_admission_reviews_total{resource=\"networkports\",allowed=\"false\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_migration_check_duration_seconds_count{source=\"webhook\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "switchyard_network_ports{{network=\"{network}\"}} 1"
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_report_sync_and_sigterm_stops_the_controller_cleanly() {
+    let env = TestEnv::new("controller-probes").await;
+    let mut controller = ControllerProcess::start(&env, false).await;
+    // start() returned, so /readyz already said the caches are synced.
+    assert_eq!(
+        http_get(controller.metrics, "/readyz").map(|(c, _)| c),
+        Some(200)
+    );
+    assert_eq!(
+        http_get(controller.metrics, "/healthz"),
+        Some((200, "ok\n".to_string()))
+    );
+    let (code, metrics) = http_get(controller.metrics, "/metrics").expect("metrics answer");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("# TYPE switchyard_migration_check_duration_seconds histogram"),
+        "{metrics}"
+    );
+    assert!(
+        controller
+            .log()
+            .contains("the admission webhook is disabled"),
+        "{}",
+        controller.log_tail()
+    );
+
+    let status = controller.terminate(Duration::from_secs(20));
+    let log = controller.log();
+    let status = status.unwrap_or_else(|| panic!("still running 20s after SIGTERM:\n{log}"));
+    assert!(status.success(), "exited with {status}:\n{log}");
+    assert!(
+        log.contains("SIGTERM received") && log.contains("stopped"),
+        "{log}"
+    );
+}
