@@ -106,7 +106,7 @@ fn network(i: usize) -> Network {
         }
     }
     // Every third network lives on one rack only; the others on every node.
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         spec.node_selector = Some(NodeSelector {
             match_labels: [("rack".to_string(), format!("r{}", i % RACKS))].into(),
             ..Default::default()
