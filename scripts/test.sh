@@ -25,6 +25,10 @@ cargo clippy --workspace --all-targets --locked -q -- -D warnings
 step "Building"
 cargo build --workspace --all-targets --locked -q
 
+step "libvirt conformance (../shared/corpus/libvirt)"
+cargo test --locked -q -p switchyard-libvirt --test corpus -- --nocapture 2>&1 | grep -E '^libvirt corpus:' \
+  || die "the libvirt corpus test failed; run: cargo test -p switchyard-libvirt --test corpus"
+
 step "Starting the local control plane (etcd + kube-apiserver $KUBE_VERSION)"
 start_control_plane "$work"
 
