@@ -270,7 +270,9 @@ fn forward(w: &mut Writer, spec: &NetworkSpec, forward: &Forward) {
             );
         }
         if let Some(nat) = &forward.nat
-            && (nat.ipv6.is_some() || !nat.addresses.is_empty() || !nat.ports.is_empty())
+            && (nat.ipv6.is_some()
+                || !nat.addresses.is_empty()
+                || nat.ports.iter().any(|p| p.start > 0 || p.end > 0))
         {
             w.element("nat", &[("ipv6", yes_no(nat.ipv6))], |w| {
                 for range in &nat.addresses {
@@ -279,7 +281,8 @@ fn forward(w: &mut Writer, spec: &NetworkSpec, forward: &Forward) {
                         &[("start", ip(&range.start)), ("end", ip(&range.end))],
                     );
                 }
-                for ports in &nat.ports {
+                // libvirt writes a port range only when it is not 0-0.
+                for ports in nat.ports.iter().filter(|p| p.start > 0 || p.end > 0) {
                     w.empty(
                         "port",
                         &[

@@ -15,11 +15,11 @@ pub(super) fn capture(node: Node, source: &str) -> Result<Option<String>, XmlErr
     if node.element.children.is_empty() {
         return Ok(None);
     }
-    for child in &node.element.children {
-        check_namespaces(child, &[]).map_err(|message| node.error(message))?;
-    }
     let raw = source.get(node.element.inner.clone()).unwrap_or_default();
-    Ok(Some(dedent(raw)))
+    let text = dedent(raw);
+    // What is stored must be what export accepts, or the metadata would not come back.
+    check(&text).map_err(|message| node.error(message))?;
+    Ok(Some(text))
 }
 
 /// Whether `metadata` is one or more XML elements, each with its namespace declared inside.
@@ -69,26 +69,41 @@ fn check_namespaces(element: &Element, outer: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// The text with surrounding blank lines and the common indentation removed.
+/// The text with XML line ends (`\r\n` and `\r` become `\n`, as any XML reader sees them),
+/// surrounding blank lines, whitespace-only lines' blanks and the indentation common to all
+/// lines removed. Removing a common prefix, not a count of blanks, keeps mixed tabs and spaces
+/// intact, so importing the export gives the same text back.
 fn dedent(raw: &str) -> String {
+    let raw = raw.replace("\r\n", "\n").replace('\r', "\n");
     let lines: Vec<&str> = raw
         .trim_end()
-        .lines()
+        .split('\n')
         .skip_while(|l| l.trim().is_empty())
         .collect();
-    let indent = lines
-        .iter()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap_or(0);
+    let indentation = |l: &str| -> usize { l.len() - l.trim_start_matches([' ', '\t']).len() };
+    let mut common: Option<&str> = None;
+    for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+        let own = &line[..indentation(line)];
+        common = Some(match common {
+            None => own,
+            Some(so_far) => {
+                let shared = so_far
+                    .bytes()
+                    .zip(own.bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                &so_far[..shared]
+            }
+        });
+    }
+    let common = common.unwrap_or("");
     lines
         .iter()
         .map(|l| {
-            if l.len() >= indent && l.is_char_boundary(indent) {
-                &l[indent..]
+            if l.trim().is_empty() {
+                ""
             } else {
-                l.trim_start()
+                &l[common.len()..]
             }
         })
         .collect::<Vec<_>>()
@@ -99,9 +114,9 @@ fn dedent(raw: &str) -> String {
 pub(super) fn indent(metadata: &str, indent: usize) -> String {
     let pad = " ".repeat(indent);
     metadata
-        .lines()
+        .split('\n')
         .map(|l| {
-            if l.is_empty() {
+            if l.trim().is_empty() {
                 String::new()
             } else {
                 format!("{pad}{l}")
@@ -114,6 +129,14 @@ pub(super) fn indent(metadata: &str, indent: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedent_removes_a_common_prefix_and_is_stable() {
+        let raw = "\r\n\t<a:x xmlns:a='u'>\r\r\n    <a:y/>\n\t</a:x>\n";
+        let once = dedent(raw);
+        assert_eq!(once, "\t<a:x xmlns:a='u'>\n\n    <a:y/>\n\t</a:x>");
+        assert_eq!(dedent(&indent(&once, 4)), once);
+    }
 
     #[test]
     fn dedents_and_reindents() {

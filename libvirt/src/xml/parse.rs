@@ -430,12 +430,23 @@ fn bandwidth(node: Node) -> Result<Option<Bandwidth>, XmlError> {
         let child = child.node();
         child.only_attributes(&["average", "peak", "burst", "floor"], &[])?;
         child.only_children(&[])?;
-        Ok(Some(BandwidthLimit {
+        let limit = BandwidthLimit {
             average: child.decimal("average", u64::MAX)?,
             peak: child.decimal("peak", u64::MAX)?,
             burst: child.decimal("burst", u64::MAX)?,
             floor: child.decimal("floor", u64::MAX)?,
-        }))
+        };
+        if limit.average.is_none() && limit.floor.is_none() {
+            return Err(child.error(format!("<{name}> needs an average (or a floor)")));
+        }
+        if limit.average.is_none() && (limit.peak.is_some() || limit.burst.is_some()) {
+            return Err(child.attribute_error("average", "peak and burst require an average"));
+        }
+        // libvirt keeps a direction whose average and floor are 0 but never writes it out,
+        // so it limits nothing: leave it out.
+        let limits_something =
+            limit.average.is_some_and(|a| a > 0) || limit.floor.is_some_and(|f| f > 0);
+        Ok(limits_something.then_some(limit))
     };
     let bandwidth = Bandwidth {
         inbound: limit("inbound")?,

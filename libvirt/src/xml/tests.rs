@@ -230,6 +230,10 @@ fn metadata_must_carry_its_own_namespaces() {
         err.contains("namespace prefix 'a' of <a:x> is not declared inside <metadata>"),
         "{err}"
     );
+    let mixed = import_error(
+        "<network><name>n</name><metadata><a:x xmlns:a='urn:a'/>stray text</metadata></network>",
+    );
+    assert_eq!(mixed, "/network/metadata: text outside the elements");
     let empty = import("<network><name>n</name><metadata>  </metadata></network>");
     assert_eq!(empty.spec.libvirt_metadata, None);
 }
