@@ -189,8 +189,6 @@ async fn chart_installs_and_grants_least_privilege() {
         ("create", "networknodes.switchyard.dev"),
         ("patch", "networknodes.switchyard.dev/status"),
         ("patch", "nodes/status"),
-        ("patch", "nodes"),
-        ("create", "events"),
     ] {
         assert!(
             can_i(&env, &agent, verb, resource),
@@ -205,6 +203,8 @@ async fn chart_installs_and_grants_least_privilege() {
         ("patch", "migrationchecks.switchyard.dev/status"),
         ("delete", "networknodes.switchyard.dev"),
         ("delete", "nodes"),
+        ("patch", "nodes"),
+        ("create", "events"),
         ("get", "secrets"),
         ("create", "pods"),
     ] {
