@@ -56,8 +56,13 @@ impl Decision {
     }
 }
 
-/// Whether a Network may be created (`old` is `None`) or updated.
+/// Whether a Network may be created (`old` is `None`) or updated. An update that leaves the
+/// spec alone (labels, annotations) always passes: what it would check has not changed, and a
+/// network stored before the webhook existed must stay editable that far.
 pub fn review_network(index: &Index, network: &Network, old: Option<&Network>) -> Decision {
+    if old.is_some_and(|old| old.spec == network.spec) {
+        return Decision::Allow;
+    }
     let name = network.name_any();
     if let Err(errors) = validate_network(&network.spec) {
         let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();

@@ -145,6 +145,24 @@ fn a_network_whose_forward_dev_is_not_the_pools_first_is_invalid() {
 }
 
 #[test]
+fn metadata_only_updates_of_an_invalid_network_pass() {
+    let mut old = vepa(&["eth1", "eth2"]);
+    old.spec.forward.as_mut().unwrap().dev = Some("eth9".into());
+    let mut relabelled = old.clone();
+    relabelled.metadata.labels = Some([("team".to_string(), "net".to_string())].into());
+    assert_eq!(
+        review_network(&Index::new(), &relabelled, Some(&old)),
+        Decision::Allow
+    );
+    let mut changed = relabelled.clone();
+    changed.spec.mtu = Some(9000);
+    assert!(matches!(
+        review_network(&Index::new(), &changed, Some(&old)),
+        Decision::Deny(_)
+    ));
+}
+
+#[test]
 fn removing_a_portgroup_live_ports_use_is_refused_naming_them() {
     let mut index = index_with(vepa(&["eth1"]));
     index.upsert_port(live("p1", "a", Some("gold"), "eth1"));
