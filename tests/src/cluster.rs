@@ -150,7 +150,12 @@ impl std::fmt::Debug for TestEnv {
 impl TestEnv {
     /// Creates the namespace `<test>-<unique>` (`test` is shortened to fit).
     pub async fn new(test: &str) -> Self {
-        let cluster = cluster();
+        Self::on(&cluster().kubeconfig, test).await
+    }
+
+    /// Like [`TestEnv::new`], on another control plane than the shared one (a test's private
+    /// [`ControlPlane`], given the CRDs with [`apply_crds`]).
+    pub async fn on(kubeconfig: &Path, test: &str) -> Self {
         let mut base: String = test
             .chars()
             .map(|c| {
@@ -165,9 +170,9 @@ impl TestEnv {
         base = base.trim_matches('-').to_string();
         let namespace = format!("{base}-{}", unique_suffix());
         let env = TestEnv {
-            client: client_for(&cluster.kubeconfig).await,
+            client: client_for(kubeconfig).await,
             namespace,
-            kubeconfig: cluster.kubeconfig.clone(),
+            kubeconfig: kubeconfig.to_path_buf(),
         };
         let out = env.kubectl(&["create", "namespace", &env.namespace], None);
         assert!(

@@ -4,6 +4,7 @@
 //! kubeconfig) that is removed on drop. The processes are started with a parent-death signal,
 //! so they die with the process that started them even when it panics or is killed.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::net::TcpListener;
@@ -63,6 +64,8 @@ pub struct ControlPlane {
     dir: tempfile::TempDir,
     etcd: Child,
     apiserver: Child,
+    /// The apiserver's program and arguments, to start it again on the same port and etcd.
+    apiserver_command: (OsString, Vec<OsString>),
     /// `https://127.0.0.1:<port>`.
     pub server: String,
     /// A kubeconfig for the admin user.
@@ -175,6 +178,10 @@ impl ControlPlane {
             .arg("--v=1")
             .stdout(Stdio::null())
             .stderr(log_file(&d, "kube-apiserver.log")?);
+        let apiserver_command = (
+            apiserver.get_program().to_os_string(),
+            apiserver.get_args().map(|a| a.to_os_string()).collect(),
+        );
         let apiserver = spawn_tied(apiserver).map_err(io_err("starting kube-apiserver"))?;
 
         let server = format!("https://127.0.0.1:{apiserver_port}");
@@ -187,6 +194,7 @@ impl ControlPlane {
             dir,
             etcd,
             apiserver,
+            apiserver_command,
             server,
             kubeconfig,
             token,
@@ -238,6 +246,29 @@ impl ControlPlane {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Kills (SIGKILL) just the kube-apiserver, as a crash or a control-plane node loss would;
+    /// etcd and its data stay. Clients see refused connections until
+    /// [`ControlPlane::restart_apiserver`].
+    pub fn stop_apiserver(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+    }
+
+    /// Starts the kube-apiserver again with the same flags (same port, certificates, tokens and
+    /// etcd), its log appended to the first one's, and waits until it reports ready.
+    pub fn restart_apiserver(&mut self) -> Result<(), ControlPlaneError> {
+        self.stop_apiserver();
+        let (program, args) = &self.apiserver_command;
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("kube-apiserver.log"))
+            .map_err(io_err("opening kube-apiserver.log"))?;
+        let mut apiserver = Command::new(program);
+        apiserver.args(args).stdout(Stdio::null()).stderr(log);
+        self.apiserver = spawn_tied(apiserver).map_err(io_err("restarting kube-apiserver"))?;
+        self.wait_ready(Duration::from_secs(60))
     }
 
     /// Stops the apiserver, then etcd. Also done on drop.

@@ -3,6 +3,7 @@
 //! A test run shares one control plane: the one `scripts/test.sh` started (its kubeconfig in
 //! `SWITCHYARD_KUBECONFIG`), or else one this process starts on first use and that dies with it.
 
+pub mod bins;
 pub mod cluster;
 pub mod control_plane;
 pub mod netns;

@@ -1,0 +1,1129 @@
+//! Fault and load tests, bounded in time: the agent SIGKILLed at random points of heavy churn,
+//! the apiserver stopped and restarted under the agent and the controller, and a thousand
+//! requests racing for a four-device passthrough pool. After each, the kernel and the API must
+//! agree exactly: every owned link belongs to a live port and every live port has its link,
+//! every surviving port is Ready, deleted ports are gone, and the node's reported connections
+//! per device equal the kernel's macvtaps per lower device.
+//!
+//! The random choices come from a seeded generator; the seed is printed, and
+//! `SWITCHYARD_FAULT_SEED=<seed>` replays a run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use switchyard_crds::*;
+use switchyard_tests::bins::workspace_binary;
+use switchyard_tests::cluster::{TEST_LABEL, TestEnv, apply_crds, client_for};
+use switchyard_tests::control_plane::ControlPlane;
+use switchyard_tests::netns::LinkView;
+use switchyard_tests::nodes::SimulatedNode;
+use switchyard_tests::procs::spawn_tied;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_switchyard-node-agent");
+/// The agent's link groups (`LinkGroups::DEFAULT`): live links, and links awaiting a group
+/// deletion. Both count as owned.
+const OWNED_GROUP: u32 = 0x7377_7901;
+const DOOMED_GROUP: u32 = 0x7377_7902;
+const LINK_PREFIX: &str = "swy";
+
+fn agent() -> &'static Path {
+    Path::new(AGENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeded randomness: SplitMix64, enough to pick kill points and shuffle operations
+// reproducibly without a dependency.
+
+struct Rng(u64);
+
+impl Rng {
+    /// The seed from `SWITCHYARD_FAULT_SEED` (decimal or 0x-hex), else from the clock; printed
+    /// so a failing run can be replayed.
+    fn from_env(test: &str) -> Self {
+        let seed = match std::env::var("SWITCHYARD_FAULT_SEED") {
+            Ok(text) => {
+                let text = text.trim();
+                let parsed = match text.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => text.parse(),
+                };
+                parsed.unwrap_or_else(|_| panic!("SWITCHYARD_FAULT_SEED={text} is not a u64"))
+            }
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
+                .unwrap_or(1),
+        };
+        eprintln!("{test}: seed {seed} (replay with SWITCHYARD_FAULT_SEED={seed})");
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0; the modulo bias is irrelevant at these sizes).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects.
+
+/// A network selecting only this test's nodes.
+fn network(env: &TestEnv, name: &str, spec_yaml: &str) -> Network {
+    let mut net: Network = serde_yaml::from_str(&format!(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: Network\nmetadata: {{name: {name}}}\nspec:\n  nodeSelector: {{matchLabels: {{\"{TEST_LABEL}\": {ns}}}}}\n{spec_yaml}",
+        ns = env.namespace
+    ))
+    .expect("test network YAML");
+    net.metadata.labels = Some([env.test_label()].into_iter().collect());
+    net
+}
+
+async fn create_network(env: &TestEnv, net: &Network) {
+    Api::<Network>::all(env.client.clone())
+        .create(&PostParams::default(), net)
+        .await
+        .expect("creating the network");
+}
+
+fn port(namespace: &str, name: &str, network: &str, node: &str, mac: &str) -> NetworkPort {
+    let mut port = NetworkPort::new(
+        name,
+        NetworkPortSpec {
+            network: network.into(),
+            node: node.into(),
+            mac: mac.into(),
+            ..Default::default()
+        },
+    );
+    port.metadata.namespace = Some(namespace.to_string());
+    port.metadata.labels = Some(
+        [
+            (LABEL_NODE.to_string(), node.to_string()),
+            (LABEL_NETWORK.to_string(), network.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    port
+}
+
+fn mac(i: usize) -> String {
+    format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    )
+}
+
+fn ports_api(env: &TestEnv) -> Api<NetworkPort> {
+    Api::namespaced(env.client.clone(), &env.namespace)
+}
+
+fn phase(port: &NetworkPort) -> Option<PortPhase> {
+    port.status.as_ref().and_then(|s| s.phase)
+}
+
+fn count_phase(ports: &[NetworkPort], wanted: PortPhase) -> usize {
+    ports.iter().filter(|p| phase(p) == Some(wanted)).count()
+}
+
+fn device(port: &NetworkPort) -> Option<&str> {
+    port.status.as_ref()?.actual.as_ref()?.device.as_deref()
+}
+
+fn names(ports: &[NetworkPort]) -> BTreeSet<String> {
+    ports.iter().map(|p| p.name_any()).collect()
+}
+
+/// A one-line-per-port summary for assertion messages (at most 40 lines).
+fn summary(ports: &[NetworkPort]) -> String {
+    let mut lines: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {:?} deleting={} {:?}",
+                p.name_any(),
+                phase(p),
+                p.metadata.deletion_timestamp.is_some(),
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.first())
+                    .map(|c| (&c.reason, &c.message))
+            )
+        })
+        .collect();
+    if lines.len() > 40 {
+        let more = lines.len() - 40;
+        lines.truncate(40);
+        lines.push(format!("... and {more} more"));
+    }
+    lines.join("\n")
+}
+
+async fn list_ports(env: &TestEnv) -> Vec<NetworkPort> {
+    ports_api(env)
+        .list(&ListParams::default())
+        .await
+        .expect("listing ports")
+        .items
+}
+
+/// Polls until `done` holds for the namespace's ports, or panics with the last state.
+async fn wait_ports<F>(env: &TestEnv, what: &str, timeout: Duration, done: F) -> Vec<NetworkPort>
+where
+    F: Fn(&[NetworkPort]) -> bool,
+{
+    let start = Instant::now();
+    loop {
+        let ports = list_ports(env).await;
+        if done(&ports) {
+            return ports;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}:\n{}",
+            summary(&ports)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Creates ports with at most `in_flight` requests at once.
+async fn create_ports(api: &Api<NetworkPort>, ports: Vec<NetworkPort>, in_flight: usize) {
+    stream::iter(ports)
+        .for_each_concurrent(in_flight, |port| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &port)
+                    .await
+                    .unwrap_or_else(|e| panic!("creating port {}: {e}", port.name_any()));
+            }
+        })
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel against the API.
+
+/// The links the agent owns: in one of its groups and named with its prefix.
+fn owned_links(node: &SimulatedNode) -> Vec<LinkView> {
+    node.sandbox
+        .links()
+        .expect("listing the sandbox's links")
+        .into_iter()
+        .filter(|l| {
+            (l.group == OWNED_GROUP || l.group == DOOMED_GROUP) && l.name.starts_with(LINK_PREFIX)
+        })
+        .collect()
+}
+
+/// Owned macvtaps per lower device, as the kernel shows them.
+fn kernel_connections(links: &[LinkView]) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
+    for link in links {
+        if link.kind.as_deref() == Some("macvtap") {
+            *counts
+                .entry(link.lower.clone().unwrap_or_default())
+                .or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Everything in which the kernel and the (Ready) ports disagree: leaked links, lost ports,
+/// links that do not match their port's `status.actual`.
+fn kernel_mismatches(links: &[LinkView], ports: &[NetworkPort]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let by_uid: BTreeMap<String, &NetworkPort> =
+        ports.iter().filter_map(|p| Some((p.uid()?, p))).collect();
+    let mut links_by_uid: BTreeMap<&str, Vec<&LinkView>> = BTreeMap::new();
+    for link in links {
+        match link.alias.as_deref() {
+            Some(alias) if by_uid.contains_key(alias) => {
+                links_by_uid.entry(alias).or_default().push(link)
+            }
+            alias => problems.push(format!(
+                "leaked link {} (group {:#x}, alias {alias:?}): no live port owns it",
+                link.name, link.group
+            )),
+        }
+    }
+    for (uid, port) in &by_uid {
+        let name = port.name_any();
+        let found = links_by_uid.get(uid.as_str()).cloned().unwrap_or_default();
+        let [link] = found.as_slice() else {
+            problems.push(format!(
+                "port {name} (uid {uid}) has {} owned links: {:?}",
+                found.len(),
+                found.iter().map(|l| &l.name).collect::<Vec<_>>()
+            ));
+            continue;
+        };
+        let Some(actual) = port.status.as_ref().and_then(|s| s.actual.as_ref()) else {
+            problems.push(format!("port {name} has no status.actual"));
+            continue;
+        };
+        if link.name != actual.link_name
+            || Some(link.ifindex) != actual.ifindex
+            || link.group != OWNED_GROUP
+            || link.lower.as_deref() != actual.device.as_deref()
+        {
+            problems.push(format!(
+                "port {name}: status says {} (ifindex {:?}) on {:?}, the kernel has {} (ifindex {}, group {:#x}) on {:?}",
+                actual.link_name,
+                actual.ifindex,
+                actual.device,
+                link.name,
+                link.ifindex,
+                link.group,
+                link.lower
+            ));
+        }
+    }
+    problems
+}
+
+/// Waits until exactly `expected` ports exist, all Ready, then checks that the kernel agrees
+/// link for link and that the node's report counts what the kernel holds. Returns the ports and
+/// the number of owned links.
+async fn assert_converged(
+    env: &TestEnv,
+    node: &SimulatedNode,
+    network: &str,
+    expected: &BTreeSet<String>,
+    timeout: Duration,
+) -> (Vec<NetworkPort>, usize) {
+    let ports = wait_ports(
+        env,
+        &format!(
+            "exactly {} ports, all Ready (deleted ones gone)",
+            expected.len()
+        ),
+        timeout,
+        |ports| names(ports) == *expected && count_phase(ports, PortPhase::Ready) == ports.len(),
+    )
+    .await;
+    // Every deletion finished (its finalizer is gone only after its link is), so the kernel
+    // must agree now; a moment's grace for the last status writes racing the listing.
+    let start = Instant::now();
+    let links = loop {
+        let links = owned_links(node);
+        let problems = kernel_mismatches(&links, &ports);
+        if problems.is_empty() {
+            break links;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the kernel and the ports disagree ({} problems):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let kernel = kernel_connections(&links);
+    let api = Api::<NetworkNode>::all(env.client.clone());
+    let start = Instant::now();
+    loop {
+        let status = api
+            .get(&node.name)
+            .await
+            .expect("the node's NetworkNode")
+            .status
+            .unwrap_or_default();
+        let reported: Option<BTreeMap<String, u32>> =
+            status.networks.iter().find(|n| n.name == network).map(|n| {
+                n.devices
+                    .iter()
+                    .filter(|d| d.connections > 0)
+                    .map(|d| (d.name.clone(), d.connections))
+                    .collect()
+            });
+        if status.ports as usize == expected.len() && reported.as_ref() == Some(&kernel) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the node reports {} ports and connections {reported:?}; the kernel has {} links and {kernel:?}",
+            status.ports,
+            links.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (ports, links.len())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup.
+
+/// Lets go of the test's ports still holding the agent's finalizer once the agent is gone,
+/// so the namespace can be deleted (also when the test fails). Declare it before the node so
+/// it runs after the node's agent is killed.
+struct PortSweep {
+    kubeconfig: PathBuf,
+    namespace: String,
+}
+
+impl PortSweep {
+    fn new(env: &TestEnv) -> Self {
+        Self {
+            kubeconfig: env.kubeconfig.clone(),
+            namespace: env.namespace.clone(),
+        }
+    }
+}
+
+impl Drop for PortSweep {
+    fn drop(&mut self) {
+        let kubeconfig = self.kubeconfig.clone();
+        let namespace = self.namespace.clone();
+        // The test's runtime may be the current-thread kind and is blocked in this drop: use a
+        // runtime and a client of our own on another thread.
+        let sweep = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the sweep");
+            runtime.block_on(async {
+                let work = async {
+                    let api: Api<NetworkPort> =
+                        Api::namespaced(client_for(&kubeconfig).await, &namespace);
+                    let Ok(list) = api.list(&ListParams::default()).await else {
+                        return;
+                    };
+                    let patch = serde_json::json!({"metadata": {"finalizers": null}});
+                    stream::iter(list.items)
+                        .for_each_concurrent(32, |port| {
+                            let api = api.clone();
+                            let patch = patch.clone();
+                            async move {
+                                let _ = api
+                                    .patch(
+                                        &port.name_any(),
+                                        &PatchParams::default(),
+                                        &Patch::Merge(&patch),
+                                    )
+                                    .await;
+                            }
+                        })
+                        .await;
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(90), work).await;
+            });
+        });
+        let _ = sweep.join();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. SIGKILL at random points of churn.
+
+/// One API operation of a churn round.
+#[derive(Debug, Clone)]
+enum Op {
+    Create(usize),
+    Delete(String),
+}
+
+fn port_name(id: usize) -> String {
+    format!("c{id}")
+}
+
+async fn run_op(api: Api<NetworkPort>, op: Op, namespace: String, net: String, node: String) {
+    match op {
+        Op::Create(id) => {
+            api.create(
+                &PostParams::default(),
+                &port(&namespace, &port_name(id), &net, &node, &mac(id)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("creating {}: {e}", port_name(id)));
+        }
+        Op::Delete(name) => {
+            // The port may have been created this round by a request still in flight.
+            let start = Instant::now();
+            loop {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => return,
+                    Err(kube::Error::Api(status))
+                        if status.code == 404 && start.elapsed() < Duration::from_secs(30) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("deleting {name}: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// 250 ready ports, then ten rounds of 250 creates and 250 deletes (of older ports and of
+/// ports created in the same round) issued 48 at a time; each round the agent is SIGKILLed
+/// after a random number of the round's operations, plus a random delay, and started again once
+/// the round's requests are all in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_sigkills_during_churn_lose_nothing_and_leak_nothing() {
+    const BASE: usize = 250;
+    const ROUNDS: usize = 10;
+    const CREATES: usize = 250;
+    const DELETES: usize = 250;
+    const IN_FLIGHT: usize = 48;
+    let started = Instant::now();
+    let mut rng = Rng::from_env("random_sigkills_during_churn");
+    let env = TestEnv::new("faults-sigkill").await;
+    let _sweep = PortSweep::new(&env);
+    let mut node = SimulatedNode::new(&env, "fkill", &[]).await;
+    node.sandbox.add_nics("up", 4).unwrap();
+    let net = env.unique("churn");
+    create_network(
+        &env,
+        &network(
+            &env,
+            &net,
+            "  forward: {mode: vepa, interfaces: [{dev: up0}, {dev: up1}, {dev: up2}, {dev: up3}]}\n  maxConnectionsPerDevice: 200\n",
+        ),
+    )
+    .await;
+    node.start_agent(agent());
+    let api = ports_api(&env);
+
+    let base: Vec<NetworkPort> = (0..BASE)
+        .map(|id| port(&env.namespace, &port_name(id), &net, &node.name, &mac(id)))
+        .collect();
+    create_ports(&api, base, IN_FLIGHT).await;
+    let mut live: BTreeSet<String> = (0..BASE).map(port_name).collect();
+    assert_converged(&env, &node, &net, &live, Duration::from_secs(120)).await;
+    eprintln!(
+        "sigkill churn: {BASE} base ports ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut next_id = BASE;
+    let mut unfinished_total = 0;
+    for round in 1..=ROUNDS {
+        let round_start = Instant::now();
+        let created: Vec<usize> = (next_id..next_id + CREATES).collect();
+        next_id += CREATES;
+        // The deleted: a random 250 of the older ports and this round's new ones.
+        let mut candidates: Vec<String> = live
+            .iter()
+            .cloned()
+            .chain(created.iter().map(|&id| port_name(id)))
+            .collect();
+        rng.shuffle(&mut candidates);
+        let deleted: BTreeSet<String> = candidates.into_iter().take(DELETES).collect();
+        // Creates and deletes of older ports in random order; each delete of a new port at a
+        // random place after its create.
+        let mut ops: Vec<Op> = created
+            .iter()
+            .map(|&id| Op::Create(id))
+            .chain(
+                deleted
+                    .iter()
+                    .filter(|name| live.contains(*name))
+                    .map(|name| Op::Delete(name.clone())),
+            )
+            .collect();
+        rng.shuffle(&mut ops);
+        for name in deleted.iter().filter(|name| !live.contains(*name)) {
+            let id: usize = name[1..].parse().unwrap();
+            let after = ops
+                .iter()
+                .position(|op| matches!(op, Op::Create(c) if *c == id))
+                .unwrap();
+            let at = after + 1 + rng.below(ops.len() - after);
+            ops.insert(at, Op::Delete(name.clone()));
+        }
+        assert_eq!(ops.len(), CREATES + DELETES);
+        let kill_after = rng.below(ops.len());
+        let kill_delay = Duration::from_millis(rng.below(250) as u64);
+
+        let done = Arc::new(AtomicUsize::new(0));
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let kill_tx = std::sync::Mutex::new(Some(kill_tx));
+        let (ns, net_name, node_name) = (env.namespace.clone(), net.clone(), node.name.clone());
+        let api_ops = api.clone();
+        let counter = done.clone();
+        let churn = tokio::spawn(async move {
+            if kill_after == 0
+                && let Some(tx) = kill_tx.lock().unwrap().take()
+            {
+                let _ = tx.send(());
+            }
+            stream::iter(ops)
+                .for_each_concurrent(IN_FLIGHT, |op| {
+                    let fut = run_op(
+                        api_ops.clone(),
+                        op,
+                        ns.clone(),
+                        net_name.clone(),
+                        node_name.clone(),
+                    );
+                    let counter = counter.clone();
+                    let kill_tx = &kill_tx;
+                    async move {
+                        fut.await;
+                        if counter.fetch_add(1, Ordering::SeqCst) + 1 == kill_after
+                            && let Some(tx) = kill_tx.lock().unwrap().take()
+                        {
+                            let _ = tx.send(());
+                        }
+                    }
+                })
+                .await;
+        });
+        kill_rx.await.expect("the churn reaches the kill point");
+        tokio::time::sleep(kill_delay).await;
+        node.kill_agent();
+        let issued = done.load(Ordering::SeqCst);
+        let at_kill = list_ports(&env).await;
+        let unfinished = at_kill
+            .iter()
+            .filter(|p| {
+                phase(p) != Some(PortPhase::Ready) || p.metadata.deletion_timestamp.is_some()
+            })
+            .count()
+            + (CREATES + DELETES - issued);
+        unfinished_total += unfinished;
+        churn.await.expect("the churn's requests all succeed");
+        let restart = Instant::now();
+        node.start_agent(agent());
+        let recovered_in = restart.elapsed();
+
+        live = live
+            .union(&created.iter().map(|&id| port_name(id)).collect())
+            .cloned()
+            .collect();
+        live = live.difference(&deleted).cloned().collect();
+        let (ports, links) =
+            assert_converged(&env, &node, &net, &live, Duration::from_secs(120)).await;
+        eprintln!(
+            "sigkill churn round {round}/{ROUNDS}: killed after {issued}/{} ops (+{}ms), {unfinished} unfinished at the kill; ready again in {:.1}s; {} ports, {} links, counts exact; round took {:.1}s",
+            CREATES + DELETES,
+            kill_delay.as_millis(),
+            recovered_in.as_secs_f64(),
+            ports.len(),
+            links,
+            round_start.elapsed().as_secs_f64()
+        );
+    }
+    assert!(
+        unfinished_total > 0,
+        "every kill found no work in progress; the test proved nothing"
+    );
+    eprintln!(
+        "sigkill churn: {ROUNDS} rounds of {} operations in {:.1}s",
+        CREATES + DELETES,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The apiserver stopped and restarted under the agent and the controller.
+
+/// The controller as a process on a given control plane, webhook off. Killed on drop.
+struct ControllerProcess {
+    child: Child,
+    metrics: SocketAddr,
+    /// Its stdout and stderr; removed on drop.
+    log: PathBuf,
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+/// A GET on a loopback address; the status code, or `None` when nothing answers.
+fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl ControllerProcess {
+    fn start(kubeconfig: &Path) -> Self {
+        let metrics = free_addr();
+        let log = std::env::temp_dir().join(format!(
+            "switchyard-faults-controller-{}-{}.log",
+            std::process::id(),
+            metrics.port()
+        ));
+        let file = std::fs::File::create(&log).expect("creating the controller's log");
+        let mut cmd = Command::new(workspace_binary("switchyard-controller"));
+        cmd.env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .env("SWITCHYARD_METRICS_ADDR", metrics.to_string())
+            .env("SWITCHYARD_WEBHOOK_ADDR", free_addr().to_string())
+            .env_remove("SWITCHYARD_TLS_CERT_FILE")
+            .env_remove("SWITCHYARD_TLS_KEY_FILE")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("the log"))
+            .stderr(file);
+        let child = spawn_tied(cmd).expect("starting switchyard-controller");
+        let mut controller = Self {
+            child,
+            metrics,
+            log,
+        };
+        let start = Instant::now();
+        while !controller.ready() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the controller was not ready within 60s:\n{}",
+                controller.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        controller
+    }
+
+    /// Running, and `/readyz` says 200.
+    fn ready(&mut self) -> bool {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the controller exited ({status}):\n{}", self.logs());
+        }
+        http_status(self.metrics, "/readyz") == Some(200)
+    }
+
+    fn logs(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- controller log ---\n{}", self.logs());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Retries an API call until it succeeds or `accept` says its error means it is done (a
+/// create whose first attempt got through before the apiserver died, a delete of a port
+/// already gone). Counts the failed attempts.
+async fn until_done<T, Fut>(
+    what: &str,
+    failures: &AtomicUsize,
+    accept: impl Fn(&kube::Error) -> bool,
+    call: impl Fn() -> Fut,
+) where
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let start = Instant::now();
+    loop {
+        match call().await {
+            Ok(_) => return,
+            Err(e) if accept(&e) => return,
+            Err(e) => {
+                failures.fetch_add(1, Ordering::Relaxed);
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "{what} still failing after 120s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn api_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// A private control plane whose apiserver is killed for five seconds while ports are being
+/// created and deleted, then started again on the same port and etcd: the agent and the
+/// controller (same processes throughout) reconnect, every request goes through on retry, and
+/// ports, kernel, node report and the controller's Network status converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_controller_converge_after_an_apiserver_restart() {
+    const FIRST: usize = 60;
+    const MORE: usize = 60;
+    const DELETED: usize = 30;
+    let started = Instant::now();
+    let mut plane = ControlPlane::start().expect("starting a private control plane");
+    apply_crds(&plane.kubeconfig).expect("installing the CRDs");
+    let env = TestEnv::on(&plane.kubeconfig, "faults-apiserver").await;
+    let _sweep = PortSweep::new(&env);
+    let mut node = SimulatedNode::new(&env, "fapi", &[]).await;
+    node.sandbox.add_nics("up", 4).unwrap();
+    let net = env.unique("restart");
+    create_network(
+        &env,
+        &network(
+            &env,
+            &net,
+            "  forward: {mode: bridge, interfaces: [{dev: up0}, {dev: up1}, {dev: up2}, {dev: up3}]}\n  maxConnectionsPerDevice: 100\n",
+        ),
+    )
+    .await;
+    node.start_agent(agent());
+    let mut controller = ControllerProcess::start(&plane.kubeconfig);
+    let api = ports_api(&env);
+    create_ports(
+        &api,
+        (0..FIRST)
+            .map(|id| port(&env.namespace, &port_name(id), &net, &node.name, &mac(id)))
+            .collect(),
+        16,
+    )
+    .await;
+    let first: BTreeSet<String> = (0..FIRST).map(port_name).collect();
+    assert_converged(&env, &node, &net, &first, Duration::from_secs(60)).await;
+    let before_outage = started.elapsed();
+
+    // Churn paced over several seconds so that the outage falls in its middle. The client is
+    // a fresh one: the test's own must not learn anything from the churn's failures.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let churn = {
+        let client: Client = client_for(&plane.kubeconfig).await;
+        let api: Api<NetworkPort> = Api::namespaced(client, &env.namespace);
+        let (ns, net, node_name) = (env.namespace.clone(), net.clone(), node.name.clone());
+        let failures = failures.clone();
+        tokio::spawn(async move {
+            // A create of a new port, then a delete of an old one, alternately.
+            let mut ops = Vec::new();
+            for i in 0..MORE {
+                ops.push(Op::Create(FIRST + i));
+                if i < DELETED {
+                    ops.push(Op::Delete(port_name(i)));
+                }
+            }
+            let mut tasks = Vec::new();
+            for op in ops {
+                let api = api.clone();
+                let (ns, net, node_name, failures) =
+                    (ns.clone(), net.clone(), node_name.clone(), failures.clone());
+                tasks.push(tokio::spawn(async move {
+                    let (post, delete) = (PostParams::default(), DeleteParams::default());
+                    match op {
+                        Op::Create(id) => {
+                            let port = port(&ns, &port_name(id), &net, &node_name, &mac(id));
+                            until_done(
+                                &format!("creating {}", port_name(id)),
+                                &failures,
+                                |e| api_code(e) == Some(409),
+                                || api.create(&post, &port),
+                            )
+                            .await
+                        }
+                        Op::Delete(name) => {
+                            until_done(
+                                &format!("deleting {name}"),
+                                &failures,
+                                |e| api_code(e) == Some(404),
+                                || api.delete(&name, &delete),
+                            )
+                            .await
+                        }
+                    }
+                }));
+                tokio::time::sleep(Duration::from_millis(80)).await;
+            }
+            for task in tasks {
+                task.await.expect("a churn request");
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let outage = Instant::now();
+    plane.stop_apiserver();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::task::block_in_place(|| plane.restart_apiserver()).expect("restarting the apiserver");
+    let down_for = outage.elapsed();
+    churn.await.expect("every churn request goes through");
+    let churn_done = started.elapsed();
+    let failed = failures.load(Ordering::Relaxed);
+    assert!(
+        failed > 0,
+        "no request failed: the outage did not fall in the churn"
+    );
+
+    let expected: BTreeSet<String> = (DELETED..FIRST + MORE).map(port_name).collect();
+    let (ports, _) = assert_converged(&env, &node, &net, &expected, Duration::from_secs(120)).await;
+    let converged = started.elapsed();
+
+    // The controller's view: the Network's status counts the node and its ports.
+    let networks = Api::<Network>::all(env.client.clone());
+    let start = Instant::now();
+    loop {
+        let status = networks
+            .get(&net)
+            .await
+            .expect("the network")
+            .status
+            .unwrap_or_default();
+        if status.nodes_selected == 1
+            && status.nodes_ready == 1
+            && status.capacity_total == 400
+            && status.capacity_used == expected.len() as u64
+            && status.capacity_free == 400 - expected.len() as u64
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the Network's status did not converge: {status:#?}\ncontroller log:\n{}",
+            controller.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(controller.ready(), "the controller's /readyz is not 200");
+    assert!(
+        node.http_get("/readyz")
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "the agent's /readyz is not 200:\n{}",
+        node.logs()
+    );
+    eprintln!(
+        "apiserver restart: set up and {FIRST} ports ready at {:.1}s; down {:.1}s; churn done at {:.1}s ({failed} failed requests retried); {} ports Ready, counts exact at {:.1}s; Network status {}/{} used; took {:.1}s",
+        before_outage.as_secs_f64(),
+        down_for.as_secs_f64(),
+        churn_done.as_secs_f64(),
+        ports.len(),
+        converged.as_secs_f64(),
+        expected.len(),
+        400,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A thousand requests for four passthrough devices.
+
+/// Checks what must hold at every instant: Ready ports on distinct devices, at most four of
+/// them, at most one passthrough macvtap per lower device. Returns the kernel's macvtaps.
+fn assert_exclusive(ports: &[NetworkPort], node: &SimulatedNode) -> Vec<LinkView> {
+    let mut holders: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for port in ports.iter().filter(|p| phase(p) == Some(PortPhase::Ready)) {
+        holders
+            .entry(device(port).unwrap_or("?"))
+            .or_default()
+            .push(port.name_any());
+    }
+    let shared: Vec<_> = holders.iter().filter(|(_, h)| h.len() > 1).collect();
+    assert!(
+        shared.is_empty(),
+        "two Ready ports on one device: {shared:?}"
+    );
+    let macvtaps: Vec<LinkView> = owned_links(node)
+        .into_iter()
+        .filter(|l| l.kind.as_deref() == Some("macvtap"))
+        .collect();
+    let per_lower = kernel_connections(&macvtaps);
+    assert!(
+        per_lower.values().all(|&n| n <= 1) && macvtaps.len() <= 4,
+        "the kernel holds {per_lower:?}"
+    );
+    macvtaps
+}
+
+/// Waits until `total` ports exist, four Ready and the rest Pending for want of a device,
+/// checking exclusivity at every look. Returns the ports.
+async fn wait_settled(env: &TestEnv, node: &SimulatedNode, total: usize) -> Vec<NetworkPort> {
+    let start = Instant::now();
+    loop {
+        let ports = list_ports(env).await;
+        assert_exclusive(&ports, node);
+        let pending = ports
+            .iter()
+            .filter(|p| {
+                phase(p) == Some(PortPhase::Pending)
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.first())
+                        .is_some_and(|c| c.reason == "NoFreeDevice")
+            })
+            .count();
+        if ports.len() == total
+            && count_phase(&ports, PortPhase::Ready) == 4
+            && pending == total - 4
+        {
+            return ports;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "not settled after 180s: {} ports, {} Ready, {pending} Pending(NoFreeDevice):\n{}",
+            ports.len(),
+            count_phase(&ports, PortPhase::Ready),
+            summary(
+                &ports
+                    .iter()
+                    .filter(|p| phase(p) != Some(PortPhase::Pending))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The settled state seen from the kernel and the node's report: exactly four passthrough
+/// macvtaps, one per device, each carrying a Ready port's UID.
+async fn assert_four_holders(
+    env: &TestEnv,
+    node: &SimulatedNode,
+    net: &str,
+    ports: &[NetworkPort],
+) {
+    let ready: Vec<&NetworkPort> = ports
+        .iter()
+        .filter(|p| phase(p) == Some(PortPhase::Ready))
+        .collect();
+    let macvtaps = assert_exclusive(ports, node);
+    assert_eq!(macvtaps.len(), 4, "four macvtaps in the kernel");
+    assert!(
+        macvtaps
+            .iter()
+            .all(|l| l.mode.as_deref() == Some("passthru")),
+        "{macvtaps:?}"
+    );
+    let lowers: BTreeSet<_> = macvtaps.iter().filter_map(|l| l.lower.clone()).collect();
+    assert_eq!(lowers.len(), 4, "on four distinct lower devices");
+    let holders: Vec<NetworkPort> = ready.iter().map(|p| (*p).clone()).collect();
+    let problems = kernel_mismatches(&macvtaps, &holders);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let expected_holders: BTreeMap<String, String> = ready
+        .iter()
+        .map(|p| {
+            (
+                device(p).unwrap().to_string(),
+                format!("{}/{}", env.namespace, p.name_any()),
+            )
+        })
+        .collect();
+    let api = Api::<NetworkNode>::all(env.client.clone());
+    let start = Instant::now();
+    loop {
+        let status = api
+            .get(&node.name)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        let reported: BTreeMap<String, String> = status
+            .networks
+            .iter()
+            .filter(|n| n.name == net)
+            .flat_map(|n| &n.devices)
+            .filter(|d| d.connections == 1 && d.exclusive)
+            .filter_map(|d| Some((d.name.clone(), d.holder.clone()?)))
+            .collect();
+        if status.ports == 4 && reported == expected_holders {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the node reports {} ports, holders {reported:?}; expected {expected_holders:?}",
+            status.ports
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// 1,000 ports created at once (64 requests in flight) for a passthrough pool of four:
+/// exactly four Ready on four devices, 996 Pending with `NoFreeDevice`, never two on one device
+/// at any look. Then the four holders go and four waiting ports take the devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_for_four_passthrough_devices_never_share_one() {
+    const PORTS: usize = 1000;
+    let started = Instant::now();
+    let env = TestEnv::new("faults-thousand").await;
+    let _sweep = PortSweep::new(&env);
+    let mut node = SimulatedNode::new(&env, "fpt", &[]).await;
+    node.sandbox.add_nics("vf", 4).unwrap();
+    let net = env.unique("pt");
+    create_network(
+        &env,
+        &network(
+            &env,
+            &net,
+            "  forward: {mode: passthrough, interfaces: [{dev: vf0}, {dev: vf1}, {dev: vf2}, {dev: vf3}]}\n",
+        ),
+    )
+    .await;
+    node.start_agent(agent());
+    let api = ports_api(&env);
+    let requests: Vec<NetworkPort> = (0..PORTS)
+        .map(|i| port(&env.namespace, &format!("vm{i}"), &net, &node.name, &mac(i)))
+        .collect();
+    let creating = {
+        let api = api.clone();
+        tokio::spawn(async move { create_ports(&api, requests, 64).await })
+    };
+    // Exclusivity is checked at every look while the requests pour in.
+    let mut looks = 0;
+    while !creating.is_finished() {
+        assert_exclusive(&list_ports(&env).await, &node);
+        looks += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    creating.await.expect("creating the ports");
+    let created_in = started.elapsed();
+    let ports = wait_settled(&env, &node, PORTS).await;
+    assert_four_holders(&env, &node, &net, &ports).await;
+    let settled_in = started.elapsed();
+
+    let first: BTreeSet<String> = ports
+        .iter()
+        .filter(|p| phase(p) == Some(PortPhase::Ready))
+        .map(|p| p.name_any())
+        .collect();
+    for name in &first {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    let ports = wait_settled(&env, &node, PORTS - 4).await;
+    let second: BTreeSet<String> = ports
+        .iter()
+        .filter(|p| phase(p) == Some(PortPhase::Ready))
+        .map(|p| p.name_any())
+        .collect();
+    assert!(
+        first.is_disjoint(&second),
+        "{first:?} were deleted, yet Ready: {second:?}"
+    );
+    assert_four_holders(&env, &node, &net, &ports).await;
+    eprintln!(
+        "thousand for four: {PORTS} created in {:.1}s ({looks} looks while creating), settled 4 Ready / {} Pending at {:.1}s; 4 holders deleted, 4 others took the devices; took {:.1}s",
+        created_in.as_secs_f64(),
+        PORTS - 4,
+        settled_in.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}

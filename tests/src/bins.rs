@@ -1,0 +1,35 @@
+//! The workspace's own binaries, for tests in crates that do not build them.
+//!
+//! Cargo gives a test `CARGO_BIN_EXE_<name>` only for the binaries of its own package. Tests
+//! that drive another package's binary (the controller from a node-agent test, the CLI from
+//! the end-to-end crate) find it beside their own executable: `target/<profile>/deps/<test>`
+//! sits under `target/<profile>/`, where `cargo build --workspace --bins` puts every binary.
+
+use std::path::PathBuf;
+
+/// The path of workspace binary `name` in the profile directory this test was built into.
+///
+/// Panics with what to run when it was not built: `cargo test -p X` builds only X's binaries
+/// (scripts/test.sh builds the whole workspace first).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own executable path");
+    // target/<profile>/deps/<test>-<hash>: up two levels is target/<profile>.
+    let profile_dir = exe
+        .parent()
+        .filter(|deps| deps.file_name().is_some_and(|n| n == "deps"))
+        .and_then(|deps| deps.parent())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not in a cargo target/<profile>/deps directory; cannot find {name}",
+                exe.display()
+            )
+        });
+    let binary = profile_dir.join(name);
+    assert!(
+        binary.is_file(),
+        "{name} has not been built: {} does not exist. Run `cargo build --workspace --bins` \
+         (with the same profile and CARGO_TARGET_DIR as the tests) first; scripts/test.sh does.",
+        binary.display()
+    );
+    binary
+}
