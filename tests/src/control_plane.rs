@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::pki::{ServingCertificate, openssl};
 use crate::procs::spawn_tied;
 
 /// The token of the `admin` user (group `system:masters`) in every control plane started here.
@@ -31,14 +32,6 @@ pub enum ControlPlaneError {
     /// A binary the control plane needs is not installed.
     #[error("{0} not found; run scripts/install-deps.sh first")]
     Missing(String),
-    /// A setup command failed.
-    #[error("`{command}` failed: {stderr}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Its standard error.
-        stderr: String,
-    },
     /// The apiserver did not become ready in time.
     #[error("{component} did not become ready within {seconds}s; last lines of {log}:\n{tail}")]
     NotReady {
@@ -297,101 +290,19 @@ struct Pki {
 
 impl Pki {
     fn generate(dir: &Path) -> Result<Self, ControlPlaneError> {
-        let p = |name: &str| dir.join(name);
-        let s = |path: PathBuf| path.display().to_string();
-        openssl(&[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &s(p("ca.key")),
-        ])?;
-        openssl(&[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &s(p("ca.key")),
-            "-subj",
-            "/CN=switchyard-test-ca",
-            "-days",
-            "3",
-            "-out",
-            &s(p("ca.crt")),
-        ])?;
-        openssl(&[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &s(p("serving.key")),
-        ])?;
-        openssl(&[
-            "req",
-            "-new",
-            "-key",
-            &s(p("serving.key")),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-out",
-            &s(p("serving.csr")),
-        ])?;
-        fs::write(
-            p("serving.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        )
-        .map_err(io_err("writing serving.ext"))?;
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &s(p("serving.csr")),
-            "-CA",
-            &s(p("ca.crt")),
-            "-CAkey",
-            &s(p("ca.key")),
-            "-CAcreateserial",
-            "-days",
-            "3",
-            "-extfile",
-            &s(p("serving.ext")),
-            "-out",
-            &s(p("serving.crt")),
-        ])?;
-        openssl(&["genrsa", "-out", &s(p("sa.key")), "2048"])?;
-        openssl(&[
-            "rsa",
-            "-in",
-            &s(p("sa.key")),
-            "-pubout",
-            "-out",
-            &s(p("sa.pub")),
-        ])?;
+        let serving = ServingCertificate::generate(dir, "switchyard-test")
+            .map_err(io_err("creating the apiserver's certificates"))?;
+        let (sa_key, sa_pub) = (dir.join("sa.key"), dir.join("sa.pub"));
+        let s = |path: &Path| path.display().to_string();
+        openssl(&["genrsa", "-out", &s(&sa_key), "2048"])
+            .and_then(|()| openssl(&["rsa", "-in", &s(&sa_key), "-pubout", "-out", &s(&sa_pub)]))
+            .map_err(io_err("creating the service-account key pair"))?;
         Ok(Pki {
-            ca_cert: p("ca.crt"),
-            serving_cert: p("serving.crt"),
-            serving_key: p("serving.key"),
-            sa_key: p("sa.key"),
-            sa_pub: p("sa.pub"),
-        })
-    }
-}
-
-fn openssl(args: &[&str]) -> Result<(), ControlPlaneError> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .map_err(io_err("running openssl"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(ControlPlaneError::Command {
-            command: format!("openssl {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            ca_cert: serving.ca_cert,
+            serving_cert: serving.cert,
+            serving_key: serving.key,
+            sa_key,
+            sa_pub,
         })
     }
 }

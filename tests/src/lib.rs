@@ -8,4 +8,5 @@ pub mod cluster;
 pub mod control_plane;
 pub mod netns;
 pub mod nodes;
+pub mod pki;
 pub mod procs;

@@ -32,21 +32,7 @@ impl SimulatedNode {
     /// empty namespace. Add NICs with `sandbox.add_nics`, then [`SimulatedNode::start_agent`].
     pub async fn new(env: &TestEnv, label: &str, labels: &[(&str, &str)]) -> Self {
         let name = env.unique(label);
-        let mut node_labels: std::collections::BTreeMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        node_labels.insert(TEST_LABEL.into(), env.namespace.clone());
-        node_labels.insert("kubernetes.io/hostname".into(), name.clone());
-        let mut node = Node::default();
-        node.metadata.name = Some(name.clone());
-        node.metadata.labels = Some(node_labels);
-        let nodes: Api<Node> = Api::all(env.client.clone());
-        nodes
-            .create(&PostParams::default(), &node)
-            .await
-            .expect("creating the Node");
-        set_node_ready(env, &name, true).await;
+        create_node(env, &name, labels).await;
         let sandbox = Sandbox::new(label).expect("creating the node's network namespace");
         SimulatedNode {
             name,
@@ -168,6 +154,25 @@ impl Drop for SimulatedNode {
             eprintln!("--- agent log of {} ---\n{}", self.name, self.logs());
         }
     }
+}
+
+/// Creates a Node labelled with the test label, `kubernetes.io/hostname` and `labels`, and
+/// marks it Ready as its kubelet would.
+pub async fn create_node(env: &TestEnv, name: &str, labels: &[(&str, &str)]) {
+    let mut node_labels: std::collections::BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    node_labels.insert(TEST_LABEL.into(), env.namespace.clone());
+    node_labels.insert("kubernetes.io/hostname".into(), name.to_string());
+    let mut node = Node::default();
+    node.metadata.name = Some(name.to_string());
+    node.metadata.labels = Some(node_labels);
+    Api::<Node>::all(env.client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("creating the Node");
+    set_node_ready(env, name, true).await;
 }
 
 /// Sets the Node's Ready condition (there is no kubelet to do it).

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
+use base64::Engine;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use switchyard_crds::{NetworkNode, NetworkNodeSpec};
-use switchyard_tests::cluster::{TEST_LABEL, TestEnv};
+use switchyard_tests::cluster::TestEnv;
+use switchyard_tests::pki::ServingCertificate;
 use switchyard_tests::procs::spawn_tied;
 
 /// The controller binary running against the test cluster. Killed on drop.
@@ -37,103 +38,6 @@ fn free_addr() -> SocketAddr {
         .expect("a free loopback port")
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "openssl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and an ECDSA P-256 serving certificate for 127.0.0.1, as the apiserver requires of a
-/// webhook it calls by URL.
-fn webhook_certificate(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "ca.key",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "ca.key",
-            "-subj",
-            "/CN=switchyard-webhook-test-ca",
-            "-days",
-            "2",
-            "-out",
-            "ca.crt",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "tls.key",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "tls.key",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-out",
-            "tls.csr",
-        ],
-    );
-    std::fs::write(
-        dir.join("tls.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("writing tls.ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tls.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "tls.ext",
-            "-out",
-            "tls.crt",
-        ],
-    );
-}
-
 impl ControllerProcess {
     /// Starts the controller (with its webhook when `webhook` is true) and waits until
     /// `/readyz` says its caches are synced.
@@ -153,15 +57,10 @@ impl ControllerProcess {
             .stdout(std::fs::File::create(&log).expect("creating the log"))
             .stderr(Stdio::null());
         if webhook {
-            webhook_certificate(dir.path());
-            cmd.arg(format!(
-                "--tls-cert-file={}",
-                dir.path().join("tls.crt").display()
-            ))
-            .arg(format!(
-                "--tls-key-file={}",
-                dir.path().join("tls.key").display()
-            ));
+            let tls = ServingCertificate::generate(dir.path(), "switchyard-webhook-test")
+                .expect("creating the webhook's certificate");
+            cmd.arg(format!("--tls-cert-file={}", tls.cert.display()))
+                .arg(format!("--tls-key-file={}", tls.key.display()));
         }
         let child = spawn_tied(cmd).expect("starting switchyard-controller");
         let mut controller = ControllerProcess {
@@ -262,7 +161,7 @@ impl WebhookRegistration {
     pub async fn register(env: &TestEnv, controller: &ControllerProcess) -> Self {
         let name = format!("switchyard-test-{}", env.namespace);
         let ca = std::fs::read(&controller.ca_file).expect("reading the webhook CA");
-        let ca_bundle = base64(&ca);
+        let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca);
         let (key, value) = env.test_label();
         let webhook = |kind: &str, scope: &str| {
             json!({
@@ -347,49 +246,9 @@ impl Drop for WebhookRegistration {
     }
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Creates a Node with the test label and `labels`, Ready as a kubelet would report it.
 pub async fn simulated_node(env: &TestEnv, name: &str, labels: &[(&str, &str)]) {
-    let mut node_labels: std::collections::BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    node_labels.insert(TEST_LABEL.into(), env.namespace.clone());
-    let mut node = Node::default();
-    node.metadata.name = Some(name.to_string());
-    node.metadata.labels = Some(node_labels);
-    let nodes: Api<Node> = Api::all(env.client.clone());
-    nodes
-        .create(&PostParams::default(), &node)
-        .await
-        .expect("creating the Node");
-    let status = json!({"status": {"conditions": [{
-        "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated by the test",
-    }]}});
-    nodes
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("marking the Node Ready");
+    switchyard_tests::nodes::create_node(env, name, labels).await;
 }
 
 /// Writes the node's `NetworkNode` status as its agent would: `networks` is the list of
