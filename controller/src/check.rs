@@ -19,9 +19,6 @@ use switchyard_libvirt::merge::{Connection, PortError, PortRequest, effective_po
 
 use crate::index::{Index, selects};
 
-/// Ports one pool device carries in shared macvtap modes when the network sets no limit (the
-/// API's documented default of `maxConnectionsPerDevice`, which the agent applies too).
-pub const DEFAULT_MAX_CONNECTIONS_PER_DEVICE: u32 = 64;
 /// The kernel's limit of ports on one bridge, when the agent reports none.
 pub const DEFAULT_BRIDGE_MAX_PORTS: u32 = 1023;
 
@@ -318,11 +315,7 @@ fn capacity_reasons(
             }
         }
         Connection::Macvtap(_) => {
-            let max = demand
-                .network
-                .spec
-                .max_connections_per_device
-                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_DEVICE);
+            let max = demand.network.spec.max_connections_per_device();
             // The agent's allocator: exclusive ports take a present device with no connection;
             // shared ports a present device below the limit; an exclusively held device is
             // never shared.

@@ -139,6 +139,17 @@ pub struct NetworkSpec {
     pub max_connections_per_device: Option<u32>,
 }
 
+/// `maxConnectionsPerDevice` when a network leaves it out.
+pub const DEFAULT_MAX_CONNECTIONS_PER_DEVICE: u32 = 64;
+
+impl NetworkSpec {
+    /// How many ports one pool device may carry in shared macvtap modes.
+    pub fn max_connections_per_device(&self) -> u32 {
+        self.max_connections_per_device
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_DEVICE)
+    }
+}
+
 /// Device names used instead of the spec's on one group of nodes.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

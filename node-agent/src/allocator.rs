@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::port_key::PortKey;
 
 /// `NetworkSpec.maxConnectionsPerDevice` when the spec leaves it out.
-pub const DEFAULT_MAX_CONNECTIONS_PER_DEVICE: u32 = 64;
+pub use switchyard_crds::DEFAULT_MAX_CONNECTIONS_PER_DEVICE;
 
 /// What a port needs from a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

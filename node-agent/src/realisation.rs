@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use switchyard_crds::{ForwardMode, MacvtapMode, Network, NetworkSpec};
 
-use crate::allocator::DEFAULT_MAX_CONNECTIONS_PER_DEVICE;
 use crate::netlink::KERNEL_MAX_BRIDGE_PORTS;
 
 /// A network as this node realises it.
@@ -134,9 +133,7 @@ fn kind_on_node(
     RealisationKind::Macvtap {
         mode,
         pool,
-        max_connections_per_device: spec
-            .max_connections_per_device
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_DEVICE),
+        max_connections_per_device: spec.max_connections_per_device(),
     }
 }
 
