@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_crds::{Network, NetworkPort};
 use switchyard_libvirt::{XmlError, names, network_from_xml};
@@ -72,7 +73,7 @@ impl Source {
     }
 
     /// A Kubernetes object of `kind` from YAML (or JSON, which is YAML).
-    fn object<T: DeserializeOwned>(&self, kind: &str) -> Result<T, Failure> {
+    fn object<T: DeserializeOwned + Serialize>(&self, kind: &str) -> Result<T, Failure> {
         let invalid = |message: String| Failure::Invalid(format!("{}: {message}", self.name));
         let value: serde_yaml::Value =
             serde_yaml::from_str(&self.text).map_err(|e| invalid(format!("not YAML: {e}")))?;
@@ -98,7 +99,73 @@ impl Source {
             )));
         }
         // From the text rather than the value, so that errors carry the field and line.
-        serde_yaml::from_str(&self.text).map_err(|e| invalid(format!("not a valid {kind}: {e}")))
+        let object: T = serde_yaml::from_str(&self.text)
+            .map_err(|e| invalid(format!("not a valid {kind}: {e}")))?;
+        // serde drops fields the types do not know without a word: a misspelt `forwrd:` would
+        // leave a vepa network isolated and still "valid". What was written and is not kept is
+        // refused, as the apiserver's strict field validation would.
+        let kept = serde_yaml::to_value(&object)
+            .map_err(|e| invalid(format!("not a valid {kind}: {e}")))?;
+        let mut unknown = Vec::new();
+        unknown_fields(&value, &kept, "", &mut unknown);
+        if !unknown.is_empty() {
+            return Err(invalid(format!(
+                "not a valid {kind}: unknown field(s) {} (misspelt, or from another version of the API?)",
+                unknown.join(", ")
+            )));
+        }
+        Ok(object)
+    }
+}
+
+/// The fields of `given` (as written) that `kept` (the typed object written back) lacks, as
+/// paths like `spec.forward.frob`. Empty values are not counted: the types leave out empty
+/// lists, maps and unset options when writing.
+fn unknown_fields(
+    given: &serde_yaml::Value,
+    kept: &serde_yaml::Value,
+    path: &str,
+    found: &mut Vec<String>,
+) {
+    use serde_yaml::Value;
+    match (given, kept) {
+        (Value::Mapping(given), Value::Mapping(kept)) => {
+            for (key, value) in given {
+                let name = match key {
+                    Value::String(name) => name.clone(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                };
+                let child = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}.{name}")
+                };
+                match kept.get(key) {
+                    Some(kept) => unknown_fields(value, kept, &child, found),
+                    None if is_empty(value) => {}
+                    None => found.push(child),
+                }
+            }
+        }
+        (Value::Sequence(given), Value::Sequence(kept)) => {
+            for (i, (given, kept)) in given.iter().zip(kept).enumerate() {
+                unknown_fields(given, kept, &format!("{path}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty(value: &serde_yaml::Value) -> bool {
+    use serde_yaml::Value;
+    match value {
+        Value::Null => true,
+        Value::Sequence(items) => items.is_empty(),
+        Value::Mapping(entries) => entries.is_empty(),
+        _ => false,
     }
 }
 
