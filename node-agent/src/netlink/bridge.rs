@@ -232,10 +232,12 @@ impl LinkManager {
             .message_mut()
             .attributes
             .push(LinkAttribute::Controller(bridge_index));
-        let ports: Vec<_> =
+        let ports: Vec<_> = {
+            let _one_dump_at_a_time = self.dumps.lock().await;
             request.execute().try_collect().await.map_err(|error| {
                 NetlinkError::kernel(format!("listing ports of {bridge}"), error)
-            })?;
+            })?
+        };
         // The filter is the kernel's; keep only true ports in case an old kernel ignores it.
         let ports: Vec<_> = ports
             .into_iter()

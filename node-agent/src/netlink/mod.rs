@@ -180,6 +180,10 @@ pub struct LinkManager {
     /// reused, so a stale entry can only name a link that is gone (the create then fails with
     /// ENODEV and the entry is dropped), never another device.
     device_indexes: Mutex<HashMap<String, u32>>,
+    /// Held for the length of every dump. The kernel runs one dump at a time per netlink
+    /// socket and answers a second with EBUSY, and requests on this socket are pipelined, so
+    /// concurrent reconciles (or a reconcile and the reporter) must take turns.
+    dumps: tokio::sync::Mutex<()>,
     connection: JoinHandle<()>,
 }
 
@@ -204,6 +208,7 @@ impl LinkManager {
             groups,
             bridge_port_limit: KERNEL_MAX_BRIDGE_PORTS,
             device_indexes: Mutex::default(),
+            dumps: tokio::sync::Mutex::new(()),
             connection: tokio::spawn(connection),
         })
     }

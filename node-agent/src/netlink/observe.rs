@@ -153,6 +153,7 @@ pub(super) fn to_owned_link(
 impl LinkManager {
     /// Every link in the namespace.
     pub(super) async fn dump_links(&self) -> Result<Vec<LinkMessage>, NetlinkError> {
+        let _one_dump_at_a_time = self.dumps.lock().await;
         self.handle
             .link()
             .get()
@@ -185,8 +186,20 @@ impl LinkManager {
             .collect())
     }
 
-    /// Presence and state of the named devices, in the order asked.
+    /// Presence and state of the named devices, in the order asked. A few names are looked up
+    /// one by one (a port's pool: the cost does not grow with the links on the node); many
+    /// (the reporter's every device) with one dump.
     pub async fn device_states(&self, names: &[&str]) -> Result<Vec<DeviceState>, NetlinkError> {
+        if names.len() <= LOOKUP_BY_NAME_MAX {
+            let found =
+                futures::future::try_join_all(names.iter().map(|name| self.device_by_name(name)))
+                    .await?;
+            return Ok(names
+                .iter()
+                .zip(found)
+                .map(|(name, link)| device_state(name, link.as_ref()))
+                .collect());
+        }
         let links = self.dump_links().await?;
         let by_name: HashMap<&str, &LinkMessage> = links
             .iter()
@@ -194,18 +207,40 @@ impl LinkManager {
             .collect();
         Ok(names
             .iter()
-            .map(|name| match by_name.get(name) {
-                Some(link) => DeviceState {
-                    name: name.to_string(),
-                    ifindex: Some(link.header.index),
-                    state: api_state(link),
-                },
-                None => DeviceState {
-                    name: name.to_string(),
-                    ifindex: None,
-                    state: LinkState::Absent,
-                },
-            })
+            .map(|name| device_state(name, by_name.get(name).copied()))
             .collect())
+    }
+
+    /// The link whose name is exactly `name`, as a dump would find it: names the kernel cannot
+    /// hold are absent, and a link found through an alternative name is not this one.
+    async fn device_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NetlinkError> {
+        if name.is_empty() || name.len() > MAX_IFNAME_LEN {
+            return Ok(None);
+        }
+        Ok(self
+            .link_by_name(name)
+            .await?
+            .filter(|link| name_of(link) == Some(name)))
+    }
+}
+
+/// Up to this many devices are looked up by name rather than found in a dump of every link.
+const LOOKUP_BY_NAME_MAX: usize = 8;
+
+/// The longest interface name the kernel takes (IFNAMSIZ less the NUL).
+const MAX_IFNAME_LEN: usize = 15;
+
+fn device_state(name: &str, link: Option<&LinkMessage>) -> DeviceState {
+    match link {
+        Some(link) => DeviceState {
+            name: name.to_string(),
+            ifindex: Some(link.header.index),
+            state: api_state(link),
+        },
+        None => DeviceState {
+            name: name.to_string(),
+            ifindex: None,
+            state: LinkState::Absent,
+        },
     }
 }
