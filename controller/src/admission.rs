@@ -64,6 +64,12 @@ pub fn review_network(index: &Index, network: &Network, old: Option<&Network>) -
         return Decision::Allow;
     }
     let name = network.name_any();
+    if old.is_none() && !switchyard_libvirt::names::is_object_name(&name) {
+        return Decision::invalid(format!(
+            "Network \"{name}\" is invalid: metadata.name: must be a DNS subdomain of at most {} characters, because the name is also used in labels and extended resource names (switchyard.dev/network=<name>, net.switchyard.dev/<name>, switchyard.dev/<name>)",
+            switchyard_libvirt::names::MAX_OBJECT_NAME
+        ));
+    }
     if let Err(errors) = validate_network(&network.spec) {
         let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Decision::invalid(format!(

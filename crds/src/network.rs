@@ -164,9 +164,11 @@ pub struct NodeGroup {
     pub interfaces: Vec<ForwardInterface>,
     /// The SR-IOV physical function on these nodes, replacing `forward.pf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15))]
     pub pf: Option<String>,
     /// The bridge name on these nodes, replacing `bridge.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15))]
     pub bridge: Option<String>,
 }
 
@@ -182,6 +184,7 @@ pub struct Forward {
     /// libvirt's `forward dev`: the one device traffic leaves through. With a pool it must
     /// equal the pool's first interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15))]
     pub dev: Option<String>,
     /// hostdev mode: whether libvirt-style management detaches the device from the host driver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +199,7 @@ pub struct Forward {
     pub interfaces: Vec<ForwardInterface>,
     /// libvirt's `<pf dev>`: an SR-IOV physical function whose virtual functions form the pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15))]
     pub pf: Option<String>,
     /// hostdev and passthrough modes: a pool of PCI virtual functions by address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

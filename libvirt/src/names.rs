@@ -4,12 +4,15 @@
 //! needs a DNS subdomain name. Import derives one, and keeps the original in
 //! `spec.libvirtName` when the two differ, so export gives back the name libvirt knew.
 
-/// The longest Kubernetes object name (a DNS subdomain).
-pub const MAX_OBJECT_NAME: usize = 253;
+/// The longest Network name. Kubernetes allows 253 characters for object names, but a
+/// network's name is also a label value (`switchyard.dev/network=<name>`), the name part of a
+/// label key (`net.switchyard.dev/<name>`) and of an extended resource
+/// (`switchyard.dev/<name>`), each limited to 63.
+pub const MAX_OBJECT_NAME: usize = 63;
 
 /// A valid Kubernetes object name for a libvirt network name: lower-cased, every run of
 /// characters outside `[a-z0-9.-]` replaced by one `-`, each dot-separated label trimmed of
-/// dashes (empty labels dropped), at most 253 characters; `network` if nothing is left.
+/// dashes (empty labels dropped), at most 63 characters; `network` if nothing is left.
 /// Names that are already valid come back unchanged.
 pub fn object_name_for(libvirt_name: &str) -> String {
     let mut mapped = String::with_capacity(libvirt_name.len());
@@ -45,7 +48,7 @@ fn clean_labels(s: &str) -> String {
         .join(".")
 }
 
-/// Whether `name` is a valid Kubernetes object name (RFC 1123 subdomain).
+/// Whether `name` is a valid Network name: an RFC 1123 subdomain of at most 63 characters.
 pub fn is_object_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_OBJECT_NAME

@@ -320,3 +320,24 @@ fn pools_on_nodes_follow_the_first_matching_group() {
     }];
     assert_eq!(pool_on_node(&spec, &a), None);
 }
+
+#[test]
+fn network_names_must_fit_in_labels_and_resource_names() {
+    let mut long = vepa(&["eth1"]);
+    long.metadata.name = Some("n".repeat(64));
+    let denial = denied(review_network(&Index::new(), &long, None));
+    assert_eq!(denial.code, 422);
+    assert!(
+        denial.message.contains("metadata.name"),
+        "{}",
+        denial.message
+    );
+    assert!(
+        denial.message.contains("63 characters"),
+        "{}",
+        denial.message
+    );
+    let mut fits = vepa(&["eth1"]);
+    fits.metadata.name = Some("n".repeat(63));
+    assert!(review_network(&Index::new(), &fits, None) == Decision::Allow);
+}
