@@ -139,9 +139,13 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
                 mode: *mode,
                 mac: &port.spec.mac,
             };
-            let started = Instant::now();
-            let result = ctx.links.create_macvtap(&request).await;
-            ctx.metrics.observe_link_create(started.elapsed());
+            let result = {
+                let _one_at_a_time = ctx.creating.lock().await;
+                let started = Instant::now();
+                let result = ctx.links.create_macvtap(&request).await;
+                ctx.metrics.observe_link_create(started.elapsed());
+                result
+            };
             result.map(|link| (link, actual_macvtap(&device, *mode, &effective)))
         }
         RealisationKind::Bridge { bridge } => {
@@ -159,9 +163,13 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
                 bridge,
                 mac: &port.spec.mac,
             };
-            let started = Instant::now();
-            let result = ctx.links.create_bridge_port(&request).await;
-            ctx.metrics.observe_link_create(started.elapsed());
+            let result = {
+                let _one_at_a_time = ctx.creating.lock().await;
+                let started = Instant::now();
+                let result = ctx.links.create_bridge_port(&request).await;
+                ctx.metrics.observe_link_create(started.elapsed());
+                result
+            };
             result.map(|link| (link, actual_bridge(bridge, &effective)))
         }
     };

@@ -3,8 +3,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkInfo, LinkMessage, State,
+    InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage, State,
 };
 use switchyard_crds::LinkState;
 
@@ -154,9 +155,13 @@ impl LinkManager {
     /// Every link in the namespace.
     pub(super) async fn dump_links(&self) -> Result<Vec<LinkMessage>, NetlinkError> {
         let _one_dump_at_a_time = self.dumps.lock().await;
+        // Without statistics (the agent reads none): the kernel fills, and the agent parses,
+        // far less per link (IFLA_STATS64, the IPv6 counters), which is most of a dump's cost
+        // once thousands of macvtaps exist.
         self.handle
             .link()
             .get()
+            .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
             .execute()
             .try_collect()
             .await
@@ -165,15 +170,23 @@ impl LinkManager {
 
     /// The agent's links (both groups), with lower devices, bridges and peers named.
     pub async fn owned_links(&self) -> Result<Vec<OwnedLink>, NetlinkError> {
+        Ok(self.owned_links_and_names().await?.0)
+    }
+
+    /// [`Self::owned_links`] and [`Self::link_names`] from one dump (recovery needs both).
+    pub async fn owned_links_and_names(
+        &self,
+    ) -> Result<(Vec<OwnedLink>, BTreeSet<String>), NetlinkError> {
         let links = self.dump_links().await?;
         let names: HashMap<u32, String> = links
             .iter()
             .filter_map(|link| name_of(link).map(|name| (link.header.index, name.to_string())))
             .collect();
-        Ok(links
+        let owned = links
             .iter()
             .filter_map(|link| to_owned_link(link, &self.groups, &names))
-            .collect())
+            .collect();
+        Ok((owned, names.into_values().collect()))
     }
 
     /// The names of every link in the namespace: what "present" means for devices and bridges.
