@@ -63,7 +63,9 @@ pub struct AgentRun {
     pub recovery_seconds: f64,
     /// VmRSS right after recovery, KiB.
     pub rss_after_restart_kib: u64,
-    /// Delete of all ports (one delete-collection call) → every owned link gone.
+    /// The API delete calls alone.
+    pub delete_calls: Duration,
+    /// First delete call → every owned link gone.
     pub teardown_links: Duration,
     /// Delete → every port object gone (finalizers removed).
     pub teardown_objects: Duration,
@@ -238,16 +240,25 @@ impl Bench {
         let owned = scene.links.count_owned().await?;
         anyhow::ensure!(owned == n, "{owned} owned links after the restart, not {n}");
 
-        // Teardown: one delete-collection call, then watch the kernel.
+        // Teardown: every port deleted through the API (as many in flight as the creates;
+        // kube-apiserver's delete-collection runs one worker and would measure the apiserver),
+        // then watch the kernel until the last owned link is gone.
         let cpu_before = agent.cpu_seconds()?;
         let started = Instant::now();
-        ports
-            .delete_collection(
-                &DeleteParams::default(),
-                &ListParams::default().labels(&format!("{LABEL_NODE}={}", scene.node)),
-            )
-            .await
-            .context("deleting the ports")?;
+        stream::iter(0..n)
+            .map(|i| {
+                let ports = ports.clone();
+                async move {
+                    ports
+                        .delete(&format!("p{i:05}"), &DeleteParams::default())
+                        .await
+                        .with_context(|| format!("deleting port {i}"))
+                }
+            })
+            .buffer_unordered(self.options.api_concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        run.delete_calls = started.elapsed();
         let deadline = started + Duration::from_secs(60) + Duration::from_millis(50) * n as u32;
         while scene.links.count_owned().await? > 0 {
             cancel.check()?;

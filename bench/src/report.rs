@@ -39,6 +39,8 @@ pub fn machine(machine: &Machine, started: &str) -> String {
 fn us(v: f64) -> String {
     if v.is_nan() {
         "—".into()
+    } else if v >= 1_000_000.0 {
+        format!("{:.2} s", v / 1e6)
     } else if v >= 10_000.0 {
         format!("{:.1} ms", v / 1000.0)
     } else if v >= 1000.0 {
@@ -153,10 +155,11 @@ pub fn size(result: &SizeResult) -> String {
     );
     let _ = writeln!(
         out,
-        "| teardown of all N | {} (group) | {} links gone, {} objects gone | {} | {} (DEL × {}) | |",
+        "| teardown of all N | {} (group) | {} links gone, {} objects gone (the delete calls: {}) | {} | {} (DEL × {}) | |",
         dur(group.total),
         a.map_or("—".into(), |a| dur(a.teardown_links)),
         a.map_or("—".into(), |a| dur(a.teardown_objects)),
+        a.map_or("—".into(), |a| dur(a.delete_calls)),
         a.map_or("—".into(), |a| ratio(
             a.teardown_links.as_secs_f64(),
             group.total.as_secs_f64()
