@@ -155,9 +155,12 @@ pub fn size(result: &SizeResult) -> String {
     );
     let _ = writeln!(
         out,
-        "| teardown of all N | {} (group) | {} links gone, {} objects gone (the delete calls: {}) | {} | {} (DEL × {}) | |",
+        "| teardown of all N | {} (group) | {} links gone ({} after the last delete call returned), {} objects gone; the delete calls alone: {} | {} | {} (DEL × {}) | |",
         dur(group.total),
         a.map_or("—".into(), |a| dur(a.teardown_links)),
+        a.map_or("—".into(), |a| dur(a
+            .teardown_links
+            .saturating_sub(a.delete_calls))),
         a.map_or("—".into(), |a| dur(a.teardown_objects)),
         a.map_or("—".into(), |a| dur(a.delete_calls)),
         a.map_or("—".into(), |a| ratio(
