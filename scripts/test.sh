@@ -11,6 +11,9 @@ need_root
 
 bash scripts/install-deps.sh
 
+# A clean CI clone gains nothing from incremental caches; they only cost disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 work="$(mktemp -d /tmp/switchyard-test.XXXXXX)"
 cleanup() {
   stop_control_plane
