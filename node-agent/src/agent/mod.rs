@@ -5,13 +5,14 @@
 //! ([`ports`]) and report ([`reporter`]), and only then is `/readyz` true.
 
 pub mod deleter;
+mod finalizer;
 pub mod metrics;
 pub mod port_status;
 mod ports;
 mod recovery;
 mod reporter;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,6 +99,8 @@ struct Realised {
 struct State {
     ledger: Ledger,
     realised: HashMap<String, Realised>,
+    /// Ports whose cleanup task is running.
+    cleaning: HashSet<String>,
 }
 
 /// Shared by the reconciler, the reporter and the HTTP endpoints.
@@ -112,6 +115,9 @@ pub struct Context {
     /// on the socket cost no throughput, and `link_create_seconds` measures the kernel work of
     /// one link rather than the wait behind every other reconcile's.
     creating: tokio::sync::Mutex<()>,
+    /// Bounds the API calls cleanup tasks make at once (as the reconcile concurrency bounds
+    /// the reconciles'), so a thousand deletions do not open a thousand connections.
+    api_slots: tokio::sync::Semaphore,
     state: Mutex<State>,
     networks: Store<Network>,
     nodes: Store<Node>,
@@ -202,6 +208,7 @@ impl Agent {
         let context = Arc::new(Context {
             deleter: DeleteBatcher::start(links.clone(), metrics.clone()),
             creating: tokio::sync::Mutex::new(()),
+            api_slots: tokio::sync::Semaphore::new(usize::from(config.concurrency.max(1))),
             client: client.clone(),
             node: node.clone(),
             manager,

@@ -5,15 +5,12 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
-use switchyard_crds::{
-    ActualType, NetworkPort, NetworkPortStatus, PORT_FINALIZER, PortActual, PortPhase,
-};
+use switchyard_crds::{ActualType, NetworkPort, NetworkPortStatus, PortActual, PortPhase};
 use switchyard_libvirt::merge::{EffectivePort, PortRequest, effective_port};
 use tracing::{debug, info, warn};
 
-use super::{Context, Realised, ReconcileError, now, port_status};
+use super::{Context, Realised, ReconcileError, finalizer, now, port_status};
 use crate::allocator::{AllocationError, PoolMember, Sharing};
 use crate::netlink::{BridgePortRequest, MacvtapRequest, NetlinkError, RealisedLink};
 use crate::port_key::PortKey;
@@ -26,28 +23,47 @@ const WAIT_FOR_DEVICE: Duration = Duration::from_secs(1);
 /// later).
 const WAIT_FOR_HARDWARE: Duration = Duration::from_secs(10);
 
-/// The controller's reconcile: the finalizer wraps realisation and cleanup.
+/// How soon a cleanup whose link deletion is still under way is looked at again: a safety net
+/// only, as the cleanup task removes the finalizer itself when the link is gone.
+const CLEANUP_RECHECK: Duration = Duration::from_secs(5);
+
+/// The controller's reconcile: the finalizer first, then realisation; on deletion, cleanup.
 pub(super) async fn reconcile(
     port: Arc<NetworkPort>,
     ctx: Arc<Context>,
-) -> Result<Action, kube::runtime::finalizer::Error<ReconcileError>> {
-    let namespace = port.namespace().unwrap_or_default();
-    let api = Api::<NetworkPort>::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, PORT_FINALIZER, port, |event| async {
-        match event {
-            Event::Apply(port) => apply(&port, &ctx).await,
-            Event::Cleanup(port) => cleanup(&port, &ctx).await,
-        }
-    })
-    .await;
+) -> Result<Action, ReconcileError> {
+    let result = reconcile_port(port, &ctx).await;
     ctx.metrics.reconciled(result.is_ok());
     result
+}
+
+async fn reconcile_port(
+    port: Arc<NetworkPort>,
+    ctx: &Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    if port.meta().deletion_timestamp.is_some() {
+        if !finalizer::present(&port) {
+            return Ok(Action::await_change());
+        }
+        return cleanup(port, ctx);
+    }
+    if finalizer::present(&port) {
+        return apply(&port, ctx).await;
+    }
+    // The finalizer is in place before any link exists, so no link outlives its port; the
+    // patched object carries on at once rather than after the watch brings it back.
+    let namespace = port
+        .namespace()
+        .ok_or(ReconcileError::Incomplete("namespace"))?;
+    let api = Api::<NetworkPort>::namespaced(ctx.client.clone(), &namespace);
+    let port = finalizer::add(&api, &port).await?;
+    apply(&port, ctx).await
 }
 
 /// Retries with backoff: transient API or kernel trouble.
 pub(super) fn error_policy(
     port: Arc<NetworkPort>,
-    error: &kube::runtime::finalizer::Error<ReconcileError>,
+    error: &ReconcileError,
     _ctx: Arc<Context>,
 ) -> Action {
     warn!(port = %key(&port), %error, "reconcile failed; retrying");
@@ -273,9 +289,17 @@ async fn link_failure(
     Ok(Action::requeue(wait))
 }
 
-/// Removes the port's link (batched with other deletions) and its holding.
-async fn cleanup(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileError> {
+/// Starts the port's cleanup and returns at once: a task waits for the link's deletion batch,
+/// removes the finalizer and only then frees the device, so a device never shows two holders
+/// and waiting for a batch never holds a reconcile slot.
+fn cleanup(port: Arc<NetworkPort>, ctx: &Arc<Context>) -> Result<Action, ReconcileError> {
     let uid = port.uid().ok_or(ReconcileError::Incomplete("uid"))?;
+    let namespace = port
+        .namespace()
+        .ok_or(ReconcileError::Incomplete("namespace"))?;
+    if !ctx.state().cleaning.insert(uid.clone()) {
+        return Ok(Action::requeue(CLEANUP_RECHECK));
+    }
     let link = ctx.state().realised.get(&uid).map(|r| r.link.clone());
     let link = link.or_else(|| {
         port.status
@@ -288,20 +312,41 @@ async fn cleanup(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileE
                 })
             })
     });
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let api = Api::<NetworkPort>::namespaced(ctx.client.clone(), &namespace);
+        let outcome = finish_cleanup(&port, &ctx, &api, &uid, link).await;
+        ctx.state().cleaning.remove(&uid);
+        match outcome {
+            Ok(()) => debug!(port = %key(&port), "port cleaned up"),
+            // The reconcile's recheck tries again.
+            Err(error) => warn!(port = %key(&port), %error, "port cleanup failed; retrying"),
+        }
+    });
+    Ok(Action::requeue(CLEANUP_RECHECK))
+}
+
+async fn finish_cleanup(
+    port: &NetworkPort,
+    ctx: &Context,
+    api: &Api<NetworkPort>,
+    uid: &str,
+    link: Option<crate::ownership::LinkRef>,
+) -> Result<(), ReconcileError> {
     if let Some(link) = link {
         ctx.deleter
             .delete(link)
             .await
             .map_err(ReconcileError::Delete)?;
+        ctx.state().realised.remove(uid);
     }
     {
-        let mut state = ctx.state();
-        state.realised.remove(&uid);
-        state.ledger.release(&uid);
+        let _slot = ctx.api_slots.acquire().await;
+        finalizer::remove(api, port).await?;
     }
+    ctx.state().ledger.release(uid);
     ctx.report.notify_one();
-    debug!(port = %key(port), "port cleaned up");
-    Ok(Action::await_change())
+    Ok(())
 }
 
 fn actual_macvtap(
