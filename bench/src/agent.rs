@@ -493,8 +493,7 @@ impl AgentProcess {
             .env("SWITCHYARD_METRICS_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", &bench.options.log)
             .stdin(Stdio::null())
-            // tracing's fmt subscriber writes to stdout.
-            .stdout(log_file.try_clone()?)
+            .stdout(Stdio::null())
             .stderr(log_file);
         if let Some(concurrency) = bench.options.agent_concurrency {
             cmd.env("SWITCHYARD_CONCURRENCY", concurrency.to_string());

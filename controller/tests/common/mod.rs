@@ -54,8 +54,8 @@ impl ControllerProcess {
             .env_remove("SWITCHYARD_TLS_CERT_FILE")
             .env_remove("SWITCHYARD_TLS_KEY_FILE")
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("creating the log"))
-            .stderr(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("creating the log"));
         if webhook {
             let tls = ServingCertificate::generate(dir.path(), "switchyard-webhook-test")
                 .expect("creating the webhook's certificate");

@@ -67,8 +67,11 @@ pub enum AgentError {
         source: kube::Error,
     },
     /// A cache never filled.
-    #[error("the {0} cache did not sync")]
+    #[error("the {0} cache did not sync within {CACHE_SYNC_TIMEOUT:?}")]
     CacheSync(&'static str),
+    /// The port controller stopped before recovery was done (a signal).
+    #[error("stopped before recovery was done")]
+    Stopped,
 }
 
 /// Why one reconcile failed (it is retried with backoff).
@@ -184,26 +187,52 @@ impl Agent {
         let manager = agent_manager(&node);
         ensure_network_node(&client, &node, &manager).await?;
 
+        // Every cache keeps trimmed objects (see `trim_metadata`): with thousands of ports the
+        // agent's memory is mostly its port cache.
         let (networks, networks_writer) = reflector::store::<Network>();
-        let network_events = reflector::reflector(
-            networks_writer,
-            watcher(
-                Api::<Network>::all(client.clone()),
-                watcher::Config::default(),
-            ),
+        let network_events = watcher(
+            Api::<Network>::all(client.clone()),
+            watcher::Config::default(),
         )
+        .modify(|network| trim_metadata(&mut network.metadata))
         .default_backoff()
+        .reflect(networks_writer)
         .touched_objects();
         let (nodes, nodes_writer) = reflector::store::<Node>();
-        let node_events = reflector::reflector(
-            nodes_writer,
-            watcher(
-                Api::<Node>::all(client.clone()),
-                watcher::Config::default().fields(&format!("metadata.name={node}")),
-            ),
+        let node_events = watcher(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={node}")),
         )
+        // Only the labels are read; a node's status (images, conditions) is most of its size.
+        .modify(|node| {
+            trim_metadata(&mut node.metadata);
+            node.spec = None;
+            node.status = None;
+        })
         .default_backoff()
+        .reflect(nodes_writer)
         .touched_objects();
+        let (ports, ports_writer) = reflector::store::<NetworkPort>();
+        // The controller itself waits on this store's readiness, and a store wakes only one
+        // waiter (kube-runtime's `DelayedInit` keeps the last waker): a second wait there can
+        // sleep until its timeout. So the first complete list is signalled from the stream.
+        let (ports_listed_tx, ports_listed) = futures::channel::oneshot::channel::<()>();
+        let mut ports_listed_tx = Some(ports_listed_tx);
+        let port_events = watcher(
+            Api::<NetworkPort>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{LABEL_NODE}={node}")),
+        )
+        .modify(|port| trim_metadata(&mut port.metadata))
+        .default_backoff()
+        .reflect(ports_writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone))
+                && let Some(listed) = ports_listed_tx.take()
+            {
+                let _ = listed.send(());
+            }
+        })
+        .applied_objects();
 
         let context = Arc::new(Context {
             deleter: DeleteBatcher::start(links.clone(), metrics.clone()),
@@ -221,15 +250,7 @@ impl Agent {
             metrics,
         });
 
-        // The caches fill while their streams are polled: drive them in the background.
-        let report_ctx = context.clone();
-        let network_watch = tokio::spawn(network_events.for_each(move |event| {
-            if let Err(error) = event {
-                warn!(%error, "network watch");
-            }
-            report_ctx.report.notify_one();
-            futures::future::ready(())
-        }));
+        // The node's labels decide which networks it serves: a change is worth a report.
         let report_ctx = context.clone();
         let node_watch = tokio::spawn(node_events.for_each(move |event| {
             if let Err(error) = event {
@@ -238,51 +259,61 @@ impl Agent {
             report_ctx.report.notify_one();
             futures::future::ready(())
         }));
-        tokio::time::timeout(Duration::from_secs(60), networks.wait_until_ready())
-            .await
-            .map_err(|_| AgentError::CacheSync("Network"))?
-            .map_err(|_| AgentError::CacheSync("Network"))?;
-        tokio::time::timeout(Duration::from_secs(60), nodes.wait_until_ready())
-            .await
-            .map_err(|_| AgentError::CacheSync("Node"))?
-            .map_err(|_| AgentError::CacheSync("Node"))?;
-
-        let started = std::time::Instant::now();
-        recovery::recover(&context).await?;
-        context.metrics.set_recovery(started.elapsed());
-        info!(node = %node, took_ms = started.elapsed().as_millis() as u64, "recovery done");
-        context.ready.store(true, Ordering::Release);
-
-        let reporter = tokio::spawn(reporter::run(context.clone(), config.report_interval));
-        let ports_api = Api::<NetworkPort>::all(client.clone());
-        let port_watch = watcher::Config::default().labels(&format!("{LABEL_NODE}={node}"));
-        let controller = Controller::new(ports_api, port_watch)
-            .with_config(ControllerConfig::default().concurrency(config.concurrency));
-        let port_store = controller.store();
+        // The controller runs from the start, so its caches are the ones recovery reads (one
+        // list of the ports, not two). Until recovery is done its reconciles do nothing (see
+        // `ports::reconcile`); then every cached port is reconciled once.
+        let (recovered, on_recovered) = futures::channel::oneshot::channel::<()>();
+        let network_ports = ports.clone();
+        let report_ctx = context.clone();
+        let controller = Controller::for_stream(port_events, ports.clone())
+            .with_config(ControllerConfig::default().concurrency(config.concurrency))
+            .watches_stream(network_events, move |network| {
+                report_ctx.report.notify_one();
+                let name = network.name_any();
+                network_ports
+                    .state()
+                    .into_iter()
+                    .filter(|port| port.spec.network == name)
+                    .map(|port| ObjectRef::from_obj(&*port))
+                    .collect::<Vec<_>>()
+            })
+            .reconcile_all_on(futures::stream::once(async move {
+                let _ = on_recovered.await;
+            }))
+            .shutdown_on_signal();
         let ctx = context.clone();
-        let task = tokio::spawn(async move {
+        let mut controller_task = tokio::spawn(async move {
             controller
-                .watches(
-                    Api::<Network>::all(client),
-                    watcher::Config::default(),
-                    move |network| {
-                        let name = network.name_any();
-                        port_store
-                            .state()
-                            .into_iter()
-                            .filter(|port| port.spec.network == name)
-                            .map(|port| ObjectRef::from_obj(&*port))
-                            .collect::<Vec<_>>()
-                    },
-                )
-                .shutdown_on_signal()
                 .run(ports::reconcile, ports::error_policy, ctx)
                 .for_each(|_| futures::future::ready(()))
                 .await;
-            reporter.abort();
-            network_watch.abort();
             node_watch.abort();
             info!("port controller stopped");
+        });
+
+        let started = std::time::Instant::now();
+        let caches = async {
+            wait_for_cache(&networks, "Network").await?;
+            wait_for_cache(&nodes, "Node").await?;
+            tokio::time::timeout(CACHE_SYNC_TIMEOUT, ports_listed)
+                .await
+                .map_err(|_| AgentError::CacheSync("NetworkPort"))?
+                .map_err(|_| AgentError::CacheSync("NetworkPort"))
+        };
+        tokio::select! {
+            synced = caches => synced?,
+            _ = &mut controller_task => return Err(AgentError::Stopped),
+        }
+        recovery::recover(&context, ports.state(), started.elapsed()).await?;
+        context.metrics.set_recovery(started.elapsed());
+        info!(node = %node, took_ms = started.elapsed().as_millis() as u64, "recovery done");
+        context.ready.store(true, Ordering::Release);
+        let _ = recovered.send(());
+
+        let reporter = tokio::spawn(reporter::run(context.clone(), config.report_interval));
+        let task = tokio::spawn(async move {
+            let _ = controller_task.await;
+            reporter.abort();
         });
         Ok(Self { context, task })
     }
@@ -291,6 +322,20 @@ impl Agent {
     pub async fn wait(self) {
         let _ = self.task.await;
     }
+}
+
+/// How long the caches may take to fill at start-up.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn wait_for_cache<K>(store: &Store<K>, kind: &'static str) -> Result<(), AgentError>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash,
+{
+    tokio::time::timeout(CACHE_SYNC_TIMEOUT, store.wait_until_ready())
+        .await
+        .map_err(|_| AgentError::CacheSync(kind))?
+        .map_err(|_| AgentError::CacheSync(kind))
 }
 
 /// Creates the node's `NetworkNode` if it does not exist (server-side apply creates it).
@@ -313,6 +358,13 @@ async fn ensure_network_node(client: &Client, node: &str, manager: &str) -> Resu
         what: "creating the node's NetworkNode",
         source,
     })
+}
+
+/// Drops what the agent never reads and what makes up most of a cached object: managed fields
+/// and annotations (`kubectl apply` keeps a whole copy of the object in one).
+fn trim_metadata(metadata: &mut kube::api::ObjectMeta) {
+    metadata.managed_fields = None;
+    metadata.annotations = None;
 }
 
 /// The current time, RFC 3339, for condition transition times.

@@ -32,6 +32,11 @@ pub(super) async fn reconcile(
     port: Arc<NetworkPort>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    // Allocation needs the counts recovery rebuilds; once it is done every cached port is
+    // reconciled again (`reconcile_all_on` in `Agent::start`).
+    if !ctx.is_ready() {
+        return Ok(Action::await_change());
+    }
     let result = reconcile_port(port, &ctx).await;
     ctx.metrics.reconciled(result.is_ok());
     result

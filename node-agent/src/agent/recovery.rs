@@ -3,10 +3,11 @@
 //! only reads the inputs and carries the decisions out.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
-use switchyard_crds::{LABEL_NODE, NetworkPort, PortPhase};
+use switchyard_crds::{NetworkPort, PortPhase};
 use switchyard_libvirt::merge::{PortRequest, effective_port};
 use tracing::{info, warn};
 
@@ -18,16 +19,19 @@ use crate::port_key::PortKey;
 /// its spec changes or it is re-created, as libvirt leaves such a port unrealised.
 pub(super) const LINK_LOST: &str = "LinkLost";
 
-pub(super) async fn recover(ctx: &Context) -> Result<(), AgentError> {
-    let started = std::time::Instant::now();
-    let ports = list_ports(ctx).await?;
-    let listed = started.elapsed();
+/// Recovers from the ports the controller's cache listed (`listed_in`: how long that took).
+pub(super) async fn recover(
+    ctx: &Context,
+    ports: Vec<Arc<NetworkPort>>,
+    listed_in: Duration,
+) -> Result<(), AgentError> {
+    let started = Instant::now();
     let (owned, present) = ctx.links.owned_links_and_names().await?;
     info!(
         ports = ports.len(),
         links = owned.len(),
-        list_ms = listed.as_millis() as u64,
-        dump_ms = (started.elapsed() - listed).as_millis() as u64,
+        list_ms = listed_in.as_millis() as u64,
+        dump_ms = started.elapsed().as_millis() as u64,
         "recovery read the ports and the kernel"
     );
     let records: Vec<PortRecord> = ports.iter().filter_map(|port| record(port, ctx)).collect();
@@ -51,7 +55,7 @@ pub(super) async fn recover(ctx: &Context) -> Result<(), AgentError> {
 
     let by_uid: HashMap<String, &NetworkPort> = ports
         .iter()
-        .filter_map(|p| p.uid().map(|uid| (uid, p)))
+        .filter_map(|p| p.uid().map(|uid| (uid, &**p)))
         .collect();
     {
         let mut state = ctx.state();
@@ -103,37 +107,6 @@ pub(super) async fn recover(ctx: &Context) -> Result<(), AgentError> {
     }
     ctx.report.notify_one();
     Ok(())
-}
-
-/// Ports listed per page of this many: the peak memory of recovery is one page of full objects.
-const LIST_PAGE: u32 = 500;
-
-/// The node's ports, in pages, each kept without what recovery never reads (managed fields,
-/// annotations: most of an object's size), so thousands of ports do not inflate the agent.
-async fn list_ports(ctx: &Context) -> Result<Vec<NetworkPort>, AgentError> {
-    let api = Api::<NetworkPort>::all(ctx.client.clone());
-    let selector = format!("{LABEL_NODE}={}", ctx.node);
-    let mut ports = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut params = ListParams::default().labels(&selector).limit(LIST_PAGE);
-        if let Some(token) = &token {
-            params = params.continue_token(token);
-        }
-        let page = api.list(&params).await.map_err(|source| AgentError::Kube {
-            what: "listing the node's ports",
-            source,
-        })?;
-        ports.extend(page.items.into_iter().map(|mut port| {
-            port.metadata.managed_fields = None;
-            port.metadata.annotations = None;
-            port
-        }));
-        token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if token.is_none() {
-            return Ok(ports);
-        }
-    }
 }
 
 /// A port as recovery sees it; `None` for a port without UID (never from the apiserver).
