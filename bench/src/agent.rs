@@ -13,11 +13,10 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use switchyard_crds::{
-    LABEL_NETWORK, LABEL_NODE, Network, NetworkNode, NetworkPort, NetworkPortSpec, PortPhase,
-};
+use switchyard_crds::{Network, NetworkNode, NetworkPort, PortPhase};
 use switchyard_node_agent::ownership::LinkGroups;
 use switchyard_tests::control_plane::ControlPlane;
+use switchyard_tests::fixtures;
 use switchyard_tests::netns::Sandbox;
 use switchyard_tests::procs::spawn_tied;
 use tokio::sync::mpsc;
@@ -171,7 +170,13 @@ impl Bench {
         let created: HashMap<String, Instant> = stream::iter(0..n)
             .map(|i| {
                 let ports = ports.clone();
-                let port = port(&scene.namespace, &scene.node, &scene.network, i);
+                let port = fixtures::port(
+                    &scene.namespace,
+                    &format!("p{i:05}"),
+                    &scene.network,
+                    &scene.node,
+                    &fixtures::mac(i),
+                );
                 async move {
                     let t = Instant::now();
                     ports
@@ -320,39 +325,12 @@ async fn watch_ready(
                 continue;
             }
         };
-        if port.status.as_ref().and_then(|s| s.phase) == Some(PortPhase::Ready)
+        if fixtures::phase(&port) == Some(PortPhase::Ready)
             && ready.send((port.name_any(), Instant::now())).is_err()
         {
             return;
         }
     }
-}
-
-fn port(namespace: &str, node: &str, network: &str, i: usize) -> NetworkPort {
-    let mut port = NetworkPort::new(
-        &format!("p{i:05}"),
-        NetworkPortSpec {
-            network: network.into(),
-            node: node.into(),
-            mac: format!(
-                "52:54:00:{:02x}:{:02x}:{:02x}",
-                (i >> 16) & 0xff,
-                (i >> 8) & 0xff,
-                i & 0xff
-            ),
-            ..Default::default()
-        },
-    );
-    port.metadata.namespace = Some(namespace.into());
-    port.metadata.labels = Some(
-        [
-            (LABEL_NODE.to_string(), node.to_string()),
-            (LABEL_NETWORK.to_string(), network.to_string()),
-        ]
-        .into_iter()
-        .collect(),
-    );
-    port
 }
 
 /// The value of an unlabelled metric sample.

@@ -2,128 +2,28 @@
 //! every mode makes the right link, exclusive pools are never over-allocated, a SIGKILL during
 //! churn loses nothing, and links the agent does not own are never touched.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use switchyard_crds::*;
-use switchyard_tests::cluster::{TEST_LABEL, TestEnv};
+use switchyard_tests::cluster::TestEnv;
+use switchyard_tests::fixtures::{
+    OWNED_GROUP, count_phase, create_network, kernel_connections, list_ports, mac, network_node,
+    node_with_network, phase, port, ports_api, wait_ports,
+};
+use switchyard_tests::netns::LinkView;
 use switchyard_tests::nodes::SimulatedNode;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_switchyard-node-agent");
-const OWNED_GROUP: u32 = 0x7377_7901;
+/// How often waits list the ports: the churn test must catch the agent mid-way.
+const POLL: Duration = Duration::from_millis(100);
 
 fn agent() -> &'static Path {
     Path::new(AGENT)
-}
-
-/// A network selecting only this test's nodes.
-fn network(env: &TestEnv, name: &str, spec_yaml: &str) -> Network {
-    let mut net: Network = serde_yaml::from_str(&format!(
-        "apiVersion: switchyard.dev/v1alpha1\nkind: Network\nmetadata: {{name: {name}}}\nspec:\n  nodeSelector: {{matchLabels: {{\"{TEST_LABEL}\": {ns}}}}}\n{spec_yaml}",
-        ns = env.namespace
-    ))
-    .expect("test network YAML");
-    net.metadata.labels = Some([env.test_label()].into_iter().collect());
-    net
-}
-
-async fn create_network(env: &TestEnv, net: &Network) {
-    Api::<Network>::all(env.client.clone())
-        .create(&PostParams::default(), net)
-        .await
-        .expect("creating the network");
-}
-
-fn port(env: &TestEnv, name: &str, network: &str, node: &str, mac: &str) -> NetworkPort {
-    let mut port = NetworkPort::new(
-        name,
-        NetworkPortSpec {
-            network: network.into(),
-            node: node.into(),
-            mac: mac.into(),
-            ..Default::default()
-        },
-    );
-    port.metadata.namespace = Some(env.namespace.clone());
-    port.metadata.labels = Some(
-        [
-            (LABEL_NODE.to_string(), node.to_string()),
-            (LABEL_NETWORK.to_string(), network.to_string()),
-        ]
-        .into_iter()
-        .collect(),
-    );
-    port
-}
-
-fn mac(i: usize) -> String {
-    format!(
-        "52:54:00:{:02x}:{:02x}:{:02x}",
-        (i >> 16) & 0xff,
-        (i >> 8) & 0xff,
-        i & 0xff
-    )
-}
-
-fn ports_api(env: &TestEnv) -> Api<NetworkPort> {
-    Api::namespaced(env.client.clone(), &env.namespace)
-}
-
-/// Polls until `done` holds for the namespace's ports, or panics with the last state.
-async fn wait_ports<F>(env: &TestEnv, what: &str, timeout: Duration, done: F) -> Vec<NetworkPort>
-where
-    F: Fn(&[NetworkPort]) -> bool,
-{
-    let start = Instant::now();
-    loop {
-        let ports = ports_api(env)
-            .list(&ListParams::default())
-            .await
-            .expect("listing ports")
-            .items;
-        if done(&ports) {
-            return ports;
-        }
-        if start.elapsed() > timeout {
-            let summary: Vec<String> = ports
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}: {:?} {:?}",
-                        p.name_any(),
-                        p.status.as_ref().and_then(|s| s.phase),
-                        p.status.as_ref().map(|s| &s.conditions)
-                    )
-                })
-                .collect();
-            panic!("timed out waiting for {what}:\n{}", summary.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn phase(port: &NetworkPort) -> Option<PortPhase> {
-    port.status.as_ref().and_then(|s| s.phase)
-}
-
-fn ready_count(ports: &[NetworkPort]) -> usize {
-    ports
-        .iter()
-        .filter(|p| phase(p) == Some(PortPhase::Ready))
-        .count()
-}
-
-async fn network_node(env: &TestEnv, node: &str) -> NetworkNodeStatus {
-    Api::<NetworkNode>::all(env.client.clone())
-        .get(node)
-        .await
-        .expect("the node's NetworkNode")
-        .status
-        .unwrap_or_default()
 }
 
 /// Polls the node's report until `done` holds.
@@ -159,26 +59,18 @@ async fn every_mode_makes_the_right_link() {
     ];
     let mut networks = Vec::new();
     for (mode, dev) in modes {
-        let name = env.unique(mode);
-        create_network(
+        let name = create_network(
             &env,
-            &network(
-                &env,
-                &name,
-                &format!("  forward: {{mode: {mode}, interfaces: [{{dev: {dev}}}]}}\n"),
-            ),
+            mode,
+            &format!("  forward: {{mode: {mode}, interfaces: [{{dev: {dev}}}]}}\n"),
         )
         .await;
         networks.push((name, mode, dev));
     }
-    let host_bridge = env.unique("hostbr");
-    create_network(
+    let host_bridge = create_network(
         &env,
-        &network(
-            &env,
-            &host_bridge,
-            "  forward: {mode: bridge}\n  bridge: {name: br0}\n",
-        ),
+        "hostbr",
+        "  forward: {mode: bridge}\n  bridge: {name: br0}\n",
     )
     .await;
     node.start_agent(agent());
@@ -187,19 +79,19 @@ async fn every_mode_makes_the_right_link() {
     for (i, (net, mode, _)) in networks.iter().enumerate() {
         api.create(
             &PostParams::default(),
-            &port(&env, mode, net, &node.name, &mac(i)),
+            &port(&env.namespace, mode, net, &node.name, &mac(i)),
         )
         .await
         .unwrap();
     }
     api.create(
         &PostParams::default(),
-        &port(&env, "hostbr", &host_bridge, &node.name, &mac(9)),
+        &port(&env.namespace, "hostbr", &host_bridge, &node.name, &mac(9)),
     )
     .await
     .unwrap();
-    let ports = wait_ports(&env, "5 ready ports", Duration::from_secs(30), |p| {
-        ready_count(p) == 5
+    let ports = wait_ports(&env, "5 ready ports", Duration::from_secs(30), POLL, |p| {
+        count_phase(p, PortPhase::Ready) == 5
     })
     .await;
 
@@ -268,6 +160,7 @@ async fn every_mode_makes_the_right_link() {
         &env,
         "the deleted port gone",
         Duration::from_secs(30),
+        POLL,
         |p| p.len() == 4,
     )
     .await;
@@ -290,36 +183,35 @@ async fn every_mode_makes_the_right_link() {
 #[tokio::test]
 async fn an_exclusive_pool_is_never_over_allocated() {
     let env = TestEnv::new("agent-passthrough").await;
-    let mut node = SimulatedNode::new(&env, "pt", &[]).await;
-    node.sandbox.add_nics("vf", 4).unwrap();
-    let net = env.unique("pt");
-    create_network(
+    let (node, net) = node_with_network(
         &env,
-        &network(&env, &net, "  forward: {mode: passthrough, interfaces: [{dev: vf0}, {dev: vf1}, {dev: vf2}, {dev: vf3}]}\n"),
+        agent(),
+        "pt",
+        ("vf", 4),
+        (
+            "pt",
+            "  forward: {mode: passthrough, interfaces: [{dev: vf0}, {dev: vf1}, {dev: vf2}, {dev: vf3}]}\n",
+        ),
     )
     .await;
-    node.start_agent(agent());
 
     let api = ports_api(&env);
     let creates = (0..20).map(|i| {
         let api = api.clone();
-        let port = port(&env, &format!("vm{i}"), &net, &node.name, &mac(i));
+        let port = port(&env.namespace, &format!("vm{i}"), &net, &node.name, &mac(i));
         async move { api.create(&PostParams::default(), &port).await.unwrap() }
     });
     join_all(creates).await;
     let settled = |ports: &[NetworkPort]| {
         ports.len() == 20
-            && ready_count(ports) == 4
-            && ports
-                .iter()
-                .filter(|p| phase(p) == Some(PortPhase::Pending))
-                .count()
-                == 16
+            && count_phase(ports, PortPhase::Ready) == 4
+            && count_phase(ports, PortPhase::Pending) == 16
     };
     let ports = wait_ports(
         &env,
         "4 ready and 16 pending",
         Duration::from_secs(60),
+        POLL,
         settled,
     )
     .await;
@@ -362,16 +254,11 @@ async fn an_exclusive_pool_is_never_over_allocated() {
         &env,
         "a waiting port takes the freed device",
         Duration::from_secs(30),
-        |p| p.len() == 19 && ready_count(p) == 4,
+        POLL,
+        |p| p.len() == 19 && count_phase(p, PortPhase::Ready) == 4,
     )
     .await;
-    assert_eq!(
-        ports
-            .iter()
-            .filter(|p| phase(p) == Some(PortPhase::Pending))
-            .count(),
-        15
-    );
+    assert_eq!(count_phase(&ports, PortPhase::Pending), 15);
     let report = wait_report(&env, &node.name, "4 exclusive holders", |s| s.ports == 4).await;
     let entry = report.networks.iter().find(|n| n.name == net).unwrap();
     assert!(
@@ -382,31 +269,30 @@ async fn an_exclusive_pool_is_never_over_allocated() {
     );
 }
 
-/// Owned macvtaps by lower device, read from the kernel.
-fn kernel_counts(node: &SimulatedNode) -> BTreeMap<String, u32> {
-    let mut counts = BTreeMap::new();
-    for link in node.sandbox.links().unwrap() {
-        if link.group == OWNED_GROUP && link.kind.as_deref() == Some("macvtap") {
-            *counts
-                .entry(link.lower.clone().unwrap_or_default())
-                .or_default() += 1;
-        }
-    }
-    counts
+/// The links in the agent's group of live links, read from the kernel.
+fn owned_links(node: &SimulatedNode) -> Vec<LinkView> {
+    node.sandbox
+        .links()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.group == OWNED_GROUP)
+        .collect()
 }
 
 #[tokio::test]
 async fn a_sigkill_during_churn_loses_nothing() {
     let env = TestEnv::new("agent-sigkill").await;
-    let mut node = SimulatedNode::new(&env, "kill", &[]).await;
-    node.sandbox.add_nics("up", 4).unwrap();
-    let net = env.unique("churn");
-    create_network(
+    let (mut node, net) = node_with_network(
         &env,
-        &network(&env, &net, "  forward: {mode: vepa, interfaces: [{dev: up0}, {dev: up1}, {dev: up2}, {dev: up3}]}\n  maxConnectionsPerDevice: 200\n"),
+        agent(),
+        "kill",
+        ("up", 4),
+        (
+            "churn",
+            "  forward: {mode: vepa, interfaces: [{dev: up0}, {dev: up1}, {dev: up2}, {dev: up3}]}\n  maxConnectionsPerDevice: 200\n",
+        ),
     )
     .await;
-    node.start_agent(agent());
     let api = ports_api(&env);
 
     // 200 creates; once some are realised, deletes of every third port; the agent dies while
@@ -414,13 +300,17 @@ async fn a_sigkill_during_churn_loses_nothing() {
     let node_name = node.name.clone();
     let creates = (0..200).map(|i| {
         let api = api.clone();
-        let port = port(&env, &format!("p{i}"), &net, &node_name, &mac(i));
+        let port = port(&env.namespace, &format!("p{i}"), &net, &node_name, &mac(i));
         async move { api.create(&PostParams::default(), &port).await.unwrap() }
     });
     let creating = tokio::spawn(join_all(creates));
-    wait_ports(&env, "the agent under way", Duration::from_secs(60), |p| {
-        ready_count(p) >= 40
-    })
+    wait_ports(
+        &env,
+        "the agent under way",
+        Duration::from_secs(60),
+        POLL,
+        |p| count_phase(p, PortPhase::Ready) >= 40,
+    )
     .await;
     let deletes = (0..200).step_by(3).map(|i| {
         let api = api.clone();
@@ -433,11 +323,7 @@ async fn a_sigkill_during_churn_loses_nothing() {
     let deleting = tokio::spawn(join_all(deletes));
     tokio::time::sleep(Duration::from_millis(30)).await;
     node.kill_agent();
-    let at_kill = ports_api(&env)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    let at_kill = list_ports(&env).await;
     let unfinished = at_kill
         .iter()
         .filter(|p| phase(p) != Some(PortPhase::Ready) || p.metadata.deletion_timestamp.is_some())
@@ -445,7 +331,7 @@ async fn a_sigkill_during_churn_loses_nothing() {
     eprintln!(
         "at the kill: {} ports, {} ready, {unfinished} unfinished",
         at_kill.len(),
-        ready_count(&at_kill)
+        count_phase(&at_kill, PortPhase::Ready)
     );
     assert!(
         unfinished > 0,
@@ -460,26 +346,21 @@ async fn a_sigkill_during_churn_loses_nothing() {
         &env,
         "every surviving port ready, every deleted one gone",
         Duration::from_secs(90),
-        |p| p.len() == 200 - deleted.len() && ready_count(p) == p.len(),
+        POLL,
+        |p| p.len() == 200 - deleted.len() && count_phase(p, PortPhase::Ready) == p.len(),
     )
     .await;
     assert!(ports.iter().all(|p| !deleted.contains(&p.name_any())));
 
     // No orphan: every owned link belongs to a live port, and every live port has its link.
     let live: BTreeSet<String> = ports.iter().filter_map(|p| p.uid()).collect();
-    let owned: Vec<_> = node
-        .sandbox
-        .links()
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.group == OWNED_GROUP)
-        .collect();
+    let owned = owned_links(&node);
     let aliases: BTreeSet<String> = owned.iter().filter_map(|l| l.alias.clone()).collect();
     assert_eq!(owned.len(), live.len(), "one owned link per live port");
     assert_eq!(aliases, live);
 
     // Counts in status equal what the kernel shows.
-    let kernel = kernel_counts(&node);
+    let kernel = kernel_connections(&owned_links(&node));
     let report = wait_report(&env, &node.name, "counts matching the kernel", |s| {
         s.networks.iter().find(|n| n.name == net).is_some_and(|n| {
             n.devices
@@ -516,14 +397,10 @@ async fn links_the_agent_does_not_own_are_never_deleted() {
             "link", "add", "link", "eth0", "name", "theirs0", "type", "macvtap", "mode", "vepa",
         ])
         .unwrap();
-    let net = env.unique("shared");
-    create_network(
+    let net = create_network(
         &env,
-        &network(
-            &env,
-            &net,
-            "  forward: {mode: vepa, interfaces: [{dev: eth0}]}\n",
-        ),
+        "shared",
+        "  forward: {mode: vepa, interfaces: [{dev: eth0}]}\n",
     )
     .await;
     node.start_agent(agent());
@@ -531,13 +408,13 @@ async fn links_the_agent_does_not_own_are_never_deleted() {
     for i in 0..5 {
         api.create(
             &PostParams::default(),
-            &port(&env, &format!("p{i}"), &net, &node.name, &mac(i)),
+            &port(&env.namespace, &format!("p{i}"), &net, &node.name, &mac(i)),
         )
         .await
         .unwrap();
     }
-    wait_ports(&env, "5 ready ports", Duration::from_secs(30), |p| {
-        ready_count(p) == 5
+    wait_ports(&env, "5 ready ports", Duration::from_secs(30), POLL, |p| {
+        count_phase(p, PortPhase::Ready) == 5
     })
     .await;
     for i in 0..5 {
@@ -545,7 +422,7 @@ async fn links_the_agent_does_not_own_are_never_deleted() {
             .await
             .unwrap();
     }
-    wait_ports(&env, "all ports gone", Duration::from_secs(30), |p| {
+    wait_ports(&env, "all ports gone", Duration::from_secs(30), POLL, |p| {
         p.is_empty()
     })
     .await;
@@ -563,5 +440,10 @@ async fn links_the_agent_does_not_own_are_never_deleted() {
         names.contains("swyforeign01") && names.contains("theirs0"),
         "{names:?}"
     );
-    assert_eq!(kernel_counts(&node).values().sum::<u32>(), 0);
+    assert_eq!(
+        kernel_connections(&owned_links(&node))
+            .values()
+            .sum::<u32>(),
+        0
+    );
 }

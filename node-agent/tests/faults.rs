@@ -23,18 +23,17 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use switchyard_crds::*;
 use switchyard_tests::bins::workspace_binary;
-use switchyard_tests::cluster::{TEST_LABEL, TestEnv, apply_crds, client_for};
+use switchyard_tests::cluster::{TestEnv, apply_crds, client_for};
 use switchyard_tests::control_plane::ControlPlane;
+use switchyard_tests::fixtures::{
+    DOOMED_GROUP, LINK_PREFIX, OWNED_GROUP, count_phase, kernel_connections, list_ports, mac,
+    network_node, node_with_network, phase, port, ports_api, summary, wait_ports,
+};
 use switchyard_tests::netns::LinkView;
 use switchyard_tests::nodes::SimulatedNode;
 use switchyard_tests::procs::spawn_tied;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_switchyard-node-agent");
-/// The agent's link groups (`LinkGroups::DEFAULT`): live links, and links awaiting a group
-/// deletion. Both count as owned.
-const OWNED_GROUP: u32 = 0x7377_7901;
-const DOOMED_GROUP: u32 = 0x7377_7902;
-const LINK_PREFIX: &str = "swy";
 
 fn agent() -> &'static Path {
     Path::new(AGENT)
@@ -91,126 +90,12 @@ impl Rng {
 // ---------------------------------------------------------------------------------------------
 // Objects.
 
-/// A network selecting only this test's nodes.
-fn network(env: &TestEnv, name: &str, spec_yaml: &str) -> Network {
-    let mut net: Network = serde_yaml::from_str(&format!(
-        "apiVersion: switchyard.dev/v1alpha1\nkind: Network\nmetadata: {{name: {name}}}\nspec:\n  nodeSelector: {{matchLabels: {{\"{TEST_LABEL}\": {ns}}}}}\n{spec_yaml}",
-        ns = env.namespace
-    ))
-    .expect("test network YAML");
-    net.metadata.labels = Some([env.test_label()].into_iter().collect());
-    net
-}
-
-async fn create_network(env: &TestEnv, net: &Network) {
-    Api::<Network>::all(env.client.clone())
-        .create(&PostParams::default(), net)
-        .await
-        .expect("creating the network");
-}
-
-fn port(namespace: &str, name: &str, network: &str, node: &str, mac: &str) -> NetworkPort {
-    let mut port = NetworkPort::new(
-        name,
-        NetworkPortSpec {
-            network: network.into(),
-            node: node.into(),
-            mac: mac.into(),
-            ..Default::default()
-        },
-    );
-    port.metadata.namespace = Some(namespace.to_string());
-    port.metadata.labels = Some(
-        [
-            (LABEL_NODE.to_string(), node.to_string()),
-            (LABEL_NETWORK.to_string(), network.to_string()),
-        ]
-        .into_iter()
-        .collect(),
-    );
-    port
-}
-
-fn mac(i: usize) -> String {
-    format!(
-        "52:54:00:{:02x}:{:02x}:{:02x}",
-        (i >> 16) & 0xff,
-        (i >> 8) & 0xff,
-        i & 0xff
-    )
-}
-
-fn ports_api(env: &TestEnv) -> Api<NetworkPort> {
-    Api::namespaced(env.client.clone(), &env.namespace)
-}
-
-fn phase(port: &NetworkPort) -> Option<PortPhase> {
-    port.status.as_ref().and_then(|s| s.phase)
-}
-
-fn count_phase(ports: &[NetworkPort], wanted: PortPhase) -> usize {
-    ports.iter().filter(|p| phase(p) == Some(wanted)).count()
-}
-
 fn device(port: &NetworkPort) -> Option<&str> {
     port.status.as_ref()?.actual.as_ref()?.device.as_deref()
 }
 
 fn names(ports: &[NetworkPort]) -> BTreeSet<String> {
     ports.iter().map(|p| p.name_any()).collect()
-}
-
-/// A one-line-per-port summary for assertion messages (at most 40 lines).
-fn summary(ports: &[NetworkPort]) -> String {
-    let mut lines: Vec<String> = ports
-        .iter()
-        .map(|p| {
-            format!(
-                "{}: {:?} deleting={} {:?}",
-                p.name_any(),
-                phase(p),
-                p.metadata.deletion_timestamp.is_some(),
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.first())
-                    .map(|c| (&c.reason, &c.message))
-            )
-        })
-        .collect();
-    if lines.len() > 40 {
-        let more = lines.len() - 40;
-        lines.truncate(40);
-        lines.push(format!("... and {more} more"));
-    }
-    lines.join("\n")
-}
-
-async fn list_ports(env: &TestEnv) -> Vec<NetworkPort> {
-    ports_api(env)
-        .list(&ListParams::default())
-        .await
-        .expect("listing ports")
-        .items
-}
-
-/// Polls until `done` holds for the namespace's ports, or panics with the last state.
-async fn wait_ports<F>(env: &TestEnv, what: &str, timeout: Duration, done: F) -> Vec<NetworkPort>
-where
-    F: Fn(&[NetworkPort]) -> bool,
-{
-    let start = Instant::now();
-    loop {
-        let ports = list_ports(env).await;
-        if done(&ports) {
-            return ports;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}:\n{}",
-            summary(&ports)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Creates ports with at most `in_flight` requests at once.
@@ -240,19 +125,6 @@ fn owned_links(node: &SimulatedNode) -> Vec<LinkView> {
             (l.group == OWNED_GROUP || l.group == DOOMED_GROUP) && l.name.starts_with(LINK_PREFIX)
         })
         .collect()
-}
-
-/// Owned macvtaps per lower device, as the kernel shows them.
-fn kernel_connections(links: &[LinkView]) -> BTreeMap<String, u32> {
-    let mut counts = BTreeMap::new();
-    for link in links {
-        if link.kind.as_deref() == Some("macvtap") {
-            *counts
-                .entry(link.lower.clone().unwrap_or_default())
-                .or_default() += 1;
-        }
-    }
-    counts
 }
 
 /// Everything in which the kernel and the (Ready) ports disagree: leaked links, lost ports,
@@ -325,6 +197,7 @@ async fn assert_converged(
             expected.len()
         ),
         timeout,
+        Duration::from_millis(250),
         |ports| names(ports) == *expected && count_phase(ports, PortPhase::Ready) == ports.len(),
     )
     .await;
@@ -346,15 +219,9 @@ async fn assert_converged(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let kernel = kernel_connections(&links);
-    let api = Api::<NetworkNode>::all(env.client.clone());
     let start = Instant::now();
     loop {
-        let status = api
-            .get(&node.name)
-            .await
-            .expect("the node's NetworkNode")
-            .status
-            .unwrap_or_default();
+        let status = network_node(env, &node.name).await;
         let reported: Option<BTreeMap<String, u32>> =
             status.networks.iter().find(|n| n.name == network).map(|n| {
                 n.devices
@@ -496,19 +363,17 @@ async fn random_sigkills_during_churn_lose_nothing_and_leak_nothing() {
     let mut rng = Rng::from_env("random_sigkills_during_churn");
     let env = TestEnv::new("faults-sigkill").await;
     let _sweep = PortSweep::new(&env);
-    let mut node = SimulatedNode::new(&env, "fkill", &[]).await;
-    node.sandbox.add_nics("up", 4).unwrap();
-    let net = env.unique("churn");
-    create_network(
+    let (mut node, net) = node_with_network(
         &env,
-        &network(
-            &env,
-            &net,
+        agent(),
+        "fkill",
+        ("up", 4),
+        (
+            "churn",
             "  forward: {mode: vepa, interfaces: [{dev: up0}, {dev: up1}, {dev: up2}, {dev: up3}]}\n  maxConnectionsPerDevice: 200\n",
         ),
     )
     .await;
-    node.start_agent(agent());
     let api = ports_api(&env);
 
     let base: Vec<NetworkPort> = (0..BASE)
@@ -781,19 +646,17 @@ async fn agent_and_controller_converge_after_an_apiserver_restart() {
     apply_crds(&plane.kubeconfig).expect("installing the CRDs");
     let env = TestEnv::on(&plane.kubeconfig, "faults-apiserver").await;
     let _sweep = PortSweep::new(&env);
-    let mut node = SimulatedNode::new(&env, "fapi", &[]).await;
-    node.sandbox.add_nics("up", 4).unwrap();
-    let net = env.unique("restart");
-    create_network(
+    let (node, net) = node_with_network(
         &env,
-        &network(
-            &env,
-            &net,
+        agent(),
+        "fapi",
+        ("up", 4),
+        (
+            "restart",
             "  forward: {mode: bridge, interfaces: [{dev: up0}, {dev: up1}, {dev: up2}, {dev: up3}]}\n  maxConnectionsPerDevice: 100\n",
         ),
     )
     .await;
-    node.start_agent(agent());
     let mut controller = ControllerProcess::start(&plane.kubeconfig);
     let api = ports_api(&env);
     create_ports(
@@ -1028,15 +891,9 @@ async fn assert_four_holders(
             )
         })
         .collect();
-    let api = Api::<NetworkNode>::all(env.client.clone());
     let start = Instant::now();
     loop {
-        let status = api
-            .get(&node.name)
-            .await
-            .unwrap()
-            .status
-            .unwrap_or_default();
+        let status = network_node(env, &node.name).await;
         let reported: BTreeMap<String, String> = status
             .networks
             .iter()
@@ -1066,19 +923,17 @@ async fn a_thousand_requests_for_four_passthrough_devices_never_share_one() {
     let started = Instant::now();
     let env = TestEnv::new("faults-thousand").await;
     let _sweep = PortSweep::new(&env);
-    let mut node = SimulatedNode::new(&env, "fpt", &[]).await;
-    node.sandbox.add_nics("vf", 4).unwrap();
-    let net = env.unique("pt");
-    create_network(
+    let (node, net) = node_with_network(
         &env,
-        &network(
-            &env,
-            &net,
+        agent(),
+        "fpt",
+        ("vf", 4),
+        (
+            "pt",
             "  forward: {mode: passthrough, interfaces: [{dev: vf0}, {dev: vf1}, {dev: vf2}, {dev: vf3}]}\n",
         ),
     )
     .await;
-    node.start_agent(agent());
     let api = ports_api(&env);
     let requests: Vec<NetworkPort> = (0..PORTS)
         .map(|i| port(&env.namespace, &format!("vm{i}"), &net, &node.name, &mac(i)))

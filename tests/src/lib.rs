@@ -6,6 +6,7 @@
 pub mod bins;
 pub mod cluster;
 pub mod control_plane;
+pub mod fixtures;
 pub mod netns;
 pub mod nodes;
 pub mod pki;
