@@ -41,6 +41,22 @@ pub(super) fn link_infos(link: &LinkMessage) -> impl Iterator<Item = &LinkInfo> 
         .flatten()
 }
 
+/// The attributes the agent reads from dumped links; see [`LinkManager::dump_links`].
+fn is_read_from_dumps(attribute: &LinkAttribute) -> bool {
+    matches!(
+        attribute,
+        LinkAttribute::IfName(_)
+            | LinkAttribute::Group(_)
+            | LinkAttribute::IfAlias(_)
+            | LinkAttribute::Address(_)
+            | LinkAttribute::Link(_)
+            | LinkAttribute::Controller(_)
+            | LinkAttribute::LinkInfo(_)
+            | LinkAttribute::LinkNetNsId(_)
+            | LinkAttribute::OperState(_)
+    )
+}
+
 fn name_of(link: &LinkMessage) -> Option<&str> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(name) => Some(name.as_str()),
@@ -163,6 +179,12 @@ impl LinkManager {
             .get()
             .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
             .execute()
+            // Each link's per-family settings (IPv6 devconf and the like) are most of what is
+            // left: dropped as each message arrives, a dump of thousands of links stays small.
+            .map_ok(|mut link| {
+                link.attributes.retain(is_read_from_dumps);
+                link
+            })
             .try_collect()
             .await
             .map_err(|error| NetlinkError::kernel("listing links", error))
