@@ -113,16 +113,16 @@ impl LinkManager {
             ifindex,
             name: name.clone(),
         };
-        // Independent of each other: the tap device exists from creation on.
-        let (finished, tap_device) = futures::join!(
-            self.finish_macvtap(&link, request, &mac, echoed.as_ref()),
-            self.worker.tap_device(&name, ifindex)
-        );
-        finished?;
-        let tap_device = tap_device.map_err(|source| NetlinkError::TapDevice {
-            link: link.clone(),
-            source,
-        })?;
+        // The tap device exists from creation on: read it before waiting on the kernel again.
+        let tap_device =
+            self.worker
+                .tap_device(&name, ifindex)
+                .map_err(|source| NetlinkError::TapDevice {
+                    link: link.clone(),
+                    source,
+                })?;
+        self.finish_macvtap(&link, request, &mac, echoed.as_ref())
+            .await?;
         info!(
             link = %link, lower = request.lower, mode = request.mode.as_str(),
             mac = request.mac, tap = %tap_device, already_existed, "macvtap ready"

@@ -13,18 +13,23 @@
 //! 3. mounts a fresh sysfs on `/sys`, which then shows the target namespace;
 //! 4. creates the netlink socket while holding the caller's tokio runtime handle, so the socket
 //!    registers with that runtime without any `unsafe` fd juggling;
-//! 5. stays alive to answer sysfs reads until the [`NamespaceWorker`] is dropped.
+//! 5. opens that sysfs as a directory and hands the descriptor out: lookups relative to it
+//!    (`openat`) see the target namespace from any thread, so a tap device read costs one
+//!    `openat` + `read` on the caller's thread, not a round trip to the worker;
+//! 6. stays alive, keeping its mount namespace, until the [`NamespaceWorker`] is dropped.
 //!
 //! `nix` (already a dependency of `rtnetlink`, same version and features) gives safe wrappers
-//! for `unshare`, `setns` and `mount`.
+//! for `unshare`, `setns`, `mount` and `openat`.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use nix::fcntl::{OFlag, openat};
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::stat::Mode;
 use rtnetlink::sys::{AsyncSocket, TokioSocket, protocols::NETLINK_ROUTE};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -57,17 +62,14 @@ enum SysfsView {
     Inherited,
 }
 
-/// A read of one sysfs file, answered by the worker thread.
-struct SysfsRead {
-    path: PathBuf,
-    reply: oneshot::Sender<io::Result<String>>,
-}
-
 /// The thread living in the target namespace. Dropping it ends the thread, and with it the
 /// private mount namespace.
 #[derive(Debug)]
 pub(crate) struct NamespaceWorker {
-    requests: mpsc::Sender<SysfsRead>,
+    /// Dropped with the worker: the thread's signal to end.
+    _keep_alive: mpsc::Sender<()>,
+    /// The namespace's sysfs root (`/sys` as the worker sees it).
+    sysfs: File,
     view: SysfsView,
 }
 
@@ -77,7 +79,7 @@ impl NamespaceWorker {
     pub(crate) async fn start(target: &NetnsTarget) -> Result<(Self, TokioSocket), NetlinkError> {
         let runtime = tokio::runtime::Handle::current();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let (requests, inbox) = mpsc::channel::<SysfsRead>();
+        let (keep_alive, stop) = mpsc::channel::<()>();
         let target = target.clone();
         std::thread::Builder::new()
             .name("swy-netns".into())
@@ -87,35 +89,44 @@ impl NamespaceWorker {
                 if ready_tx.send(setup).is_err() || failed {
                     return;
                 }
-                for read in inbox {
-                    let _ = read.reply.send(std::fs::read_to_string(&read.path));
-                }
+                // Nothing is ever sent: this returns when the worker is dropped.
+                let _ = stop.recv();
             })
             .map_err(NetlinkError::Socket)?;
-        let (view, socket) = ready_rx
+        let (view, sysfs, socket) = ready_rx
             .await
             .map_err(|_| NetlinkError::Socket(io::Error::other("namespace thread died")))??;
-        Ok((Self { requests, view }, socket))
+        Ok((
+            Self {
+                _keep_alive: keep_alive,
+                sysfs,
+                view,
+            },
+            socket,
+        ))
     }
 
-    /// Reads a file under the namespace's `/sys`.
-    async fn read(&self, path: PathBuf) -> io::Result<String> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(SysfsRead { path, reply })
-            .map_err(|_| io::Error::other("namespace thread stopped"))?;
-        answer
-            .await
-            .map_err(|_| io::Error::other("namespace thread stopped"))?
+    /// Reads a file under the namespace's `/sys` (`relative` to it). sysfs files are generated
+    /// in memory, so the read does not block the async caller in any way that matters.
+    fn read(&self, relative: &Path) -> io::Result<String> {
+        let fd = openat(
+            &self.sysfs,
+            relative,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut text = String::new();
+        File::from(fd).read_to_string(&mut text)?;
+        Ok(text)
     }
 
     /// The macvtap's tap character device as `major:minor`. The minor is allocated from a
     /// kernel-wide pool (not the ifindex), so this is the only reliable handle on the device
     /// across namespaces; `/dev/tap<ifindex>` can name another namespace's tap.
-    pub(crate) async fn tap_device(&self, name: &str, ifindex: u32) -> io::Result<String> {
-        let dir = Path::new("/sys/class/net").join(name);
+    pub(crate) fn tap_device(&self, name: &str, ifindex: u32) -> io::Result<String> {
+        let dir = Path::new("class/net").join(name);
         if self.view == SysfsView::Inherited {
-            let seen = self.read(dir.join("ifindex")).await?;
+            let seen = self.read(&dir.join("ifindex"))?;
             if seen.trim() != ifindex.to_string() {
                 return Err(io::Error::other(format!(
                     "/sys shows another link named {name} (ifindex {}, expected {ifindex}): \
@@ -124,22 +135,20 @@ impl NamespaceWorker {
                 )));
             }
         }
-        let dev = self
-            .read(
-                dir.join("macvtap")
-                    .join(format!("tap{ifindex}"))
-                    .join("dev"),
-            )
-            .await?;
+        let dev = self.read(
+            &dir.join("macvtap")
+                .join(format!("tap{ifindex}"))
+                .join("dev"),
+        )?;
         Ok(dev.trim().to_string())
     }
 }
 
-/// Runs on the worker thread: enters the namespace, mounts its sysfs, opens the socket.
+/// Runs on the worker thread: enters the namespace, mounts its sysfs, opens it and the socket.
 fn enter(
     target: &NetnsTarget,
     runtime: &tokio::runtime::Handle,
-) -> Result<(SysfsView, TokioSocket), NetlinkError> {
+) -> Result<(SysfsView, File, TokioSocket), NetlinkError> {
     let netns = match target {
         NetnsTarget::Current => None,
         NetnsTarget::Path(path) => {
@@ -188,8 +197,15 @@ fn enter(
             });
         }
     };
+    let sysfs = File::open("/sys").map_err(|source| NetlinkError::Namespace {
+        path: match target {
+            NetnsTarget::Current => PathBuf::from("/proc/self/ns/net"),
+            NetnsTarget::Path(path) => path.clone(),
+        },
+        source: io::Error::new(source.kind(), format!("opening its sysfs: {source}")),
+    })?;
     let _runtime = runtime.enter();
     let socket = TokioSocket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
     debug!(?target, ?view, "netlink socket open in network namespace");
-    Ok((view, socket))
+    Ok((view, sysfs, socket))
 }
