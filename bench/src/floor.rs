@@ -3,7 +3,9 @@
 //! In a private namespace with a veth end as the uplink, one request in flight at a time:
 //! create N macvtaps (the same request the agent sends: vepa, MAC, link group, alias, up),
 //! delete them one by one, create them again and delete them as a group (re-tag each into a
-//! second group, then one `RTM_DELLINK` naming that group).
+//! second group, then one `RTM_DELLINK` naming that group). Then the agent's own link path
+//! alone, with no Kubernetes around it, so its overhead over the floor can be told apart from
+//! the scheduling delay of a busy agent.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,9 @@ use anyhow::Context as _;
 use rtnetlink::LinkMacVtap;
 use rtnetlink::LinkUnspec;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, MacVtapMode};
+use switchyard_crds::MacvtapMode as PortMode;
+use switchyard_node_agent::netlink::{LinkManager, MacvtapRequest, NetnsTarget};
+use switchyard_node_agent::ownership::{LinkGroups, LinkRef};
 use switchyard_tests::netns::Sandbox;
 
 use crate::Cancel;
@@ -32,6 +37,10 @@ pub struct Floor {
     pub retag: Phase,
     /// The one group `RTM_DELLINK`.
     pub group_delete: Phase,
+    /// The agent's `LinkManager::create_macvtap`, one link at a time, no API: create with
+    /// echo (for the ifindex), the alias the kernel ignores at creation, the tap device's
+    /// major:minor from sysfs.
+    pub agent_path: Phase,
 }
 
 impl Floor {
@@ -129,7 +138,55 @@ pub async fn run(n: usize, cancel: &Cancel) -> anyhow::Result<Floor> {
         ns.count_in_groups(&[GROUP, DOOMED]).await? == 0,
         "links left after the group deletion"
     );
+    floor.agent_path = agent_path(&sandbox, n, cancel).await?;
     Ok(floor)
+}
+
+async fn agent_path(sandbox: &Sandbox, n: usize, cancel: &Cancel) -> anyhow::Result<Phase> {
+    let links = LinkManager::open(&NetnsTarget::Path(sandbox.path()), LinkGroups::DEFAULT)
+        .await
+        .context("opening the agent's link manager in the floor's namespace")?;
+    let mut created: Vec<LinkRef> = Vec::with_capacity(n);
+    let mut latencies = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        cancel.check()?;
+        // UUID-shaped, distinct in the ten hex digits the link name takes.
+        let uid = format!("{i:08x}-0000-4000-8000-000000000000");
+        let mac = mac(i)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let request = MacvtapRequest {
+            port_uid: &uid,
+            lower: "up0",
+            mode: PortMode::Vepa,
+            mac: &mac,
+        };
+        let t = Instant::now();
+        let link = links
+            .create_macvtap(&request)
+            .await
+            .with_context(|| format!("the agent's path creating macvtap {i}"))?;
+        latencies.push(t.elapsed());
+        created.push(link.link);
+    }
+    let phase = Phase {
+        ops: n,
+        total: started.elapsed(),
+        latencies,
+    };
+    let deleted = links
+        .delete_links(&created)
+        .await
+        .context("deleting the agent path's links")?;
+    anyhow::ensure!(
+        deleted.deleted.len() == n,
+        "the agent's path deleted {} of {n} links",
+        deleted.deleted.len()
+    );
+    Ok(phase)
 }
 
 async fn create_all(ns: &NsHandle, lower: u32, n: usize, cancel: &Cancel) -> anyhow::Result<Phase> {

@@ -110,6 +110,14 @@ pub fn size(result: &SizeResult) -> String {
         cni_add.map_or("—".into(), us),
         cni_add.map_or("—".into(), |v| ratio(v, floor_create)),
     );
+    let path = f.agent_path.per_op_us();
+    let _ = writeln!(
+        out,
+        "| create, per link, the agent's link code alone | {} | {} (`create_macvtap`, no API, 1 in flight: create with echo, alias, tap device) | {} | | |",
+        us(floor_create),
+        us(path),
+        ratio(path, floor_create),
+    );
     let agent_rate = a.map(|a| a.create.rate());
     let cni_rate = c.map(|c| c.add.rate());
     let _ = writeln!(
@@ -201,6 +209,13 @@ pub fn size(result: &SizeResult) -> String {
                     link / floor_create
                 ),
                 Some(link / floor_create <= 1.3),
+            ),
+            (
+                format!(
+                    "the agent's link code alone ≤ 1.3× floor: {:.2}×",
+                    f.agent_path.per_op_us() / floor_create
+                ),
+                Some(f.agent_path.per_op_us() / floor_create <= 1.3),
             ),
             (
                 format!(
