@@ -220,7 +220,9 @@ impl Agent {
         let mut ports_listed_tx = Some(ports_listed_tx);
         let port_events = watcher(
             Api::<NetworkPort>::all(client.clone()),
-            watcher::Config::default().labels(&format!("{LABEL_NODE}={node}")),
+            watcher::Config::default()
+                .labels(&format!("{LABEL_NODE}={node}"))
+                .page_size(PORT_LIST_PAGE),
         )
         .modify(|port| trim_metadata(&mut port.metadata))
         .default_backoff()
@@ -323,6 +325,10 @@ impl Agent {
         let _ = self.task.await;
     }
 }
+
+/// Ports per page of the start-up list: a page is held whole, managed fields and all, until
+/// its ports are trimmed into the cache.
+const PORT_LIST_PAGE: u32 = 100;
 
 /// How long the caches may take to fill at start-up.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
