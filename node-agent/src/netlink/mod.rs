@@ -7,6 +7,7 @@
 //! never removed.
 
 mod bridge;
+mod dump;
 mod group;
 mod macvtap;
 mod netns;
@@ -115,6 +116,9 @@ pub enum NetlinkError {
         /// Why.
         source: io::Error,
     },
+    /// A link dump failed (read off its own socket, see `dump.rs`).
+    #[error("listing links: {0}")]
+    Dump(#[source] io::Error),
     /// Any other kernel refusal.
     #[error("{operation}: {source}")]
     Kernel {
@@ -180,9 +184,9 @@ pub struct LinkManager {
     /// reused, so a stale entry can only name a link that is gone (the create then fails with
     /// ENODEV and the entry is dropped), never another device.
     device_indexes: Mutex<HashMap<String, u32>>,
-    /// Held for the length of every dump. The kernel runs one dump at a time per netlink
-    /// socket and answers a second with EBUSY, and requests on this socket are pipelined, so
-    /// concurrent reconciles (or a reconcile and the reporter) must take turns.
+    /// Held for the length of every dump. Dumps share one socket (the kernel runs one dump
+    /// at a time per socket), so concurrent reconciles (or a reconcile and the reporter) take
+    /// turns here rather than parking blocking threads on the socket's lock.
     dumps: tokio::sync::Mutex<()>,
     connection: JoinHandle<()>,
 }

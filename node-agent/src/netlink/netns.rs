@@ -16,7 +16,8 @@
 //! 5. opens that sysfs as a directory and hands the descriptor out: lookups relative to it
 //!    (`openat`) see the target namespace from any thread, so a tap device read costs one
 //!    `openat` + `read` on the caller's thread, not a round trip to the worker;
-//! 6. stays alive, keeping its mount namespace, until the [`NamespaceWorker`] is dropped.
+//! 6. opens a second, blocking netlink socket for link dumps ([`super::dump`]);
+//! 7. stays alive, keeping its mount namespace, until the [`NamespaceWorker`] is dropped.
 //!
 //! `nix` (already a dependency of `rtnetlink`, same version and features) gives safe wrappers
 //! for `unshare`, `setns`, `mount` and `openat`.
@@ -24,7 +25,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use nix::fcntl::{OFlag, openat};
 use nix::mount::{MsFlags, mount};
@@ -35,6 +36,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::NetlinkError;
+use super::dump::LinkDumper;
 
 /// Which network namespace the agent manages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,7 @@ pub(crate) struct NamespaceWorker {
     /// The namespace's sysfs root (`/sys` as the worker sees it).
     sysfs: File,
     view: SysfsView,
+    dumper: Arc<LinkDumper>,
 }
 
 impl NamespaceWorker {
@@ -93,7 +96,12 @@ impl NamespaceWorker {
                 let _ = stop.recv();
             })
             .map_err(NetlinkError::Socket)?;
-        let (view, sysfs, socket) = ready_rx
+        let Entered {
+            view,
+            sysfs,
+            dumper,
+            socket,
+        } = ready_rx
             .await
             .map_err(|_| NetlinkError::Socket(io::Error::other("namespace thread died")))??;
         Ok((
@@ -101,9 +109,15 @@ impl NamespaceWorker {
                 _keep_alive: keep_alive,
                 sysfs,
                 view,
+                dumper: Arc::new(dumper),
             },
             socket,
         ))
+    }
+
+    /// The namespace's socket for link dumps.
+    pub(crate) fn dumper(&self) -> Arc<LinkDumper> {
+        self.dumper.clone()
     }
 
     /// Reads a file under the namespace's `/sys` (`relative` to it). sysfs files are generated
@@ -144,11 +158,16 @@ impl NamespaceWorker {
     }
 }
 
-/// Runs on the worker thread: enters the namespace, mounts its sysfs, opens it and the socket.
-fn enter(
-    target: &NetnsTarget,
-    runtime: &tokio::runtime::Handle,
-) -> Result<(SysfsView, File, TokioSocket), NetlinkError> {
+/// What the worker thread opened inside the namespace.
+struct Entered {
+    view: SysfsView,
+    sysfs: File,
+    dumper: LinkDumper,
+    socket: TokioSocket,
+}
+
+/// Runs on the worker thread: enters the namespace, mounts its sysfs, opens it and the sockets.
+fn enter(target: &NetnsTarget, runtime: &tokio::runtime::Handle) -> Result<Entered, NetlinkError> {
     let netns = match target {
         NetnsTarget::Current => None,
         NetnsTarget::Path(path) => {
@@ -204,8 +223,14 @@ fn enter(
         },
         source: io::Error::new(source.kind(), format!("opening its sysfs: {source}")),
     })?;
+    let dumper = LinkDumper::open().map_err(NetlinkError::Socket)?;
     let _runtime = runtime.enter();
     let socket = TokioSocket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
-    debug!(?target, ?view, "netlink socket open in network namespace");
-    Ok((view, sysfs, socket))
+    debug!(?target, ?view, "netlink sockets open in network namespace");
+    Ok(Entered {
+        view,
+        sysfs,
+        dumper,
+        socket,
+    })
 }

@@ -1,11 +1,10 @@
 //! Reading the namespace's links: the agent's own, and the pool devices' presence and state.
 
 use std::collections::{BTreeSet, HashMap};
+use std::io;
 
-use futures::TryStreamExt;
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage, State,
+    InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkInfo, LinkMessage, State,
 };
 use switchyard_crds::LinkState;
 
@@ -39,22 +38,6 @@ pub(super) fn link_infos(link: &LinkMessage) -> impl Iterator<Item = &LinkInfo> 
             _ => None,
         })
         .flatten()
-}
-
-/// The attributes the agent reads from dumped links; see [`LinkManager::dump_links`].
-fn is_read_from_dumps(attribute: &LinkAttribute) -> bool {
-    matches!(
-        attribute,
-        LinkAttribute::IfName(_)
-            | LinkAttribute::Group(_)
-            | LinkAttribute::IfAlias(_)
-            | LinkAttribute::Address(_)
-            | LinkAttribute::Link(_)
-            | LinkAttribute::Controller(_)
-            | LinkAttribute::LinkInfo(_)
-            | LinkAttribute::LinkNetNsId(_)
-            | LinkAttribute::OperState(_)
-    )
 }
 
 fn name_of(link: &LinkMessage) -> Option<&str> {
@@ -168,26 +151,14 @@ pub(super) fn to_owned_link(
 }
 
 impl LinkManager {
-    /// Every link in the namespace.
+    /// Every link of the namespace, with the attributes the agent reads (see [`super::dump`]).
     pub(super) async fn dump_links(&self) -> Result<Vec<LinkMessage>, NetlinkError> {
         let _one_dump_at_a_time = self.dumps.lock().await;
-        // Without statistics (the agent reads none): the kernel fills, and the agent parses,
-        // far less per link (IFLA_STATS64, the IPv6 counters), which is most of a dump's cost
-        // once thousands of macvtaps exist.
-        self.handle
-            .link()
-            .get()
-            .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
-            .execute()
-            // Each link's per-family settings (IPv6 devconf and the like) are most of what is
-            // left: dropped as each message arrives, a dump of thousands of links stays small.
-            .map_ok(|mut link| {
-                link.attributes.retain(is_read_from_dumps);
-                link
-            })
-            .try_collect()
+        let dumper = self.worker.dumper();
+        tokio::task::spawn_blocking(move || dumper.dump())
             .await
-            .map_err(|error| NetlinkError::kernel("listing links", error))
+            .map_err(|error| NetlinkError::Dump(io::Error::other(error)))?
+            .map_err(NetlinkError::Dump)
     }
 
     /// The agent's links (both groups), with lower devices, bridges and peers named.
