@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Config as ControllerConfig, Controller, Error as ControllerError};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -287,7 +287,14 @@ impl Agent {
         let mut controller_task = tokio::spawn(async move {
             controller
                 .run(ports::reconcile, ports::error_policy, ctx)
-                .for_each(|_| futures::future::ready(()))
+                .for_each(|result| {
+                    // Reconcile failures are logged by `ports::error_policy`; a failing watch
+                    // (the ports' or the networks') is retried with backoff, and said here.
+                    if let Err(ControllerError::QueueError(error)) = result {
+                        warn!(%error, "watch failed; retrying with backoff");
+                    }
+                    futures::future::ready(())
+                })
                 .await;
             node_watch.abort();
             info!("port controller stopped");
