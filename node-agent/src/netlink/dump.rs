@@ -117,31 +117,55 @@ impl DumpSocket {
                     "a link dump datagram of {size} bytes exceeds the {RECV_BUFFER}-byte buffer"
                 )));
             }
-            let mut rest = datagram.as_slice();
-            while !rest.is_empty() {
-                let message = NetlinkBuffer::new_checked(rest).map_err(decode_error)?;
-                let length = message.length() as usize;
-                if message.sequence_number() == sequence {
-                    interrupted |= message.flags() & NLM_F_DUMP_INTR != 0;
-                    match message.message_type() {
-                        NLMSG_DONE => return Ok((!interrupted).then_some(links)),
-                        NLMSG_ERROR => {
-                            let error = ErrorBuffer::new_checked(message.payload())
-                                .map_err(decode_error)?;
-                            if let Some(code) = error.code() {
-                                return Err(io::Error::from_raw_os_error(-code.get()));
-                            }
-                        }
-                        RTM_NEWLINK => links.push(lean_link(message.payload())?),
-                        _ => {}
-                    }
-                }
-                // Messages are 4-byte aligned within a datagram.
-                let advance = length.next_multiple_of(4).min(rest.len());
-                rest = &rest[advance..];
+            if read_datagram(&datagram, sequence, &mut links, &mut interrupted)? {
+                return Ok((!interrupted).then_some(links));
             }
         }
     }
+}
+
+/// The header every netlink message starts with.
+const NETLINK_HEADER_LEN: usize = 16;
+
+/// Collects the links of one dump datagram into `links`; `true` once the dump is done. Messages
+/// of other requests (an earlier dump cut short) are skipped.
+fn read_datagram(
+    datagram: &[u8],
+    sequence: u32,
+    links: &mut Vec<LinkMessage>,
+    interrupted: &mut bool,
+) -> io::Result<bool> {
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let message = NetlinkBuffer::new_checked(rest).map_err(decode_error)?;
+        let length = message.length() as usize;
+        // A length below the header would never advance: the datagram is corrupt.
+        if length < NETLINK_HEADER_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("parsing a link dump: a message claims {length} bytes"),
+            ));
+        }
+        if message.sequence_number() == sequence {
+            *interrupted |= message.flags() & NLM_F_DUMP_INTR != 0;
+            match message.message_type() {
+                NLMSG_DONE => return Ok(true),
+                NLMSG_ERROR => {
+                    let error =
+                        ErrorBuffer::new_checked(message.payload()).map_err(decode_error)?;
+                    if let Some(code) = error.code() {
+                        return Err(io::Error::from_raw_os_error(-code.get()));
+                    }
+                }
+                RTM_NEWLINK => links.push(lean_link(message.payload())?),
+                _ => {}
+            }
+        }
+        // Messages are 4-byte aligned within a datagram.
+        let advance = length.next_multiple_of(4).min(rest.len());
+        rest = &rest[advance..];
+    }
+    Ok(false)
 }
 
 /// An `RTM_GETLINK` dump request without statistics (the agent reads none).
@@ -215,6 +239,29 @@ mod tests {
                 LinkAttribute::Link(3),
             ]
         );
+    }
+
+    #[test]
+    fn a_message_claiming_no_length_is_an_error_not_a_loop() {
+        let mut datagram = vec![0u8; 32];
+        datagram[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence 1, length 0
+        let (mut links, mut interrupted) = (Vec::new(), false);
+        assert!(read_datagram(&datagram, 1, &mut links, &mut interrupted).is_err());
+    }
+
+    #[test]
+    fn other_requests_are_skipped_and_done_ends_the_dump() {
+        let mut datagram = Vec::new();
+        for (kind, sequence) in [(RTM_NEWLINK, 7u32), (NLMSG_DONE, 7), (NLMSG_DONE, 8)] {
+            let mut message = vec![0u8; 20];
+            message[0..4].copy_from_slice(&20u32.to_ne_bytes());
+            message[4..6].copy_from_slice(&kind.to_ne_bytes());
+            message[8..12].copy_from_slice(&sequence.to_ne_bytes());
+            datagram.extend(message);
+        }
+        let (mut links, mut interrupted) = (Vec::new(), false);
+        assert!(read_datagram(&datagram, 8, &mut links, &mut interrupted).unwrap());
+        assert!(links.is_empty() && !interrupted);
     }
 
     #[test]
