@@ -77,8 +77,8 @@ fn no_arguments_prints_usage_and_exits_2() {
     assert_eq!(run(&["frobnicate"], None).code, 2);
 }
 
-/// import → YAML → export gives libvirt's own output for every corpus network that
-/// `virsh net-define` accepts.
+/// import → YAML → export gives libvirt's own output, byte for byte, for every corpus network
+/// that `virsh net-define` accepts.
 #[test]
 fn import_then_export_reproduces_libvirt_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -110,7 +110,21 @@ fn import_then_export_reproduces_libvirt_output() {
         let exported = run(&["export", yaml.to_str().unwrap()], None);
         assert_eq!(exported.code, 0, "{name}: {}", exported.stderr);
         let want = std::fs::read_to_string(&expected).unwrap();
-        assert_eq!(canonical(&exported.stdout), canonical(&want), "{name}");
+        if exported.stdout != want {
+            let formatting_only = matches!(
+                (canonical(&exported.stdout), canonical(&want)),
+                (Ok(got), Ok(want)) if got == want
+            );
+            panic!(
+                "{name}: export differs from libvirt's output {}\n--- got\n{}--- want\n{want}",
+                if formatting_only {
+                    "only in formatting"
+                } else {
+                    "in content"
+                },
+                exported.stdout
+            );
+        }
         checked += 1;
     }
     assert_eq!(
