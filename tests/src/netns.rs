@@ -67,18 +67,29 @@ fn text(value: &Value, key: &str) -> Option<String> {
 }
 
 impl LinkView {
-    fn from_json(value: &Value) -> Option<Self> {
+    /// One element of `ip -j link show`'s array; an error names what is missing or malformed,
+    /// so a link the tests cannot read fails them instead of vanishing from their view.
+    fn from_json(value: &Value) -> Result<Self, String> {
         let info = value.get("linkinfo");
         let group = match value.get("group") {
             None => 0,
-            Some(Value::Number(n)) => n.as_u64()? as u32,
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|g| u32::try_from(g).ok())
+                .ok_or_else(|| format!("group {n} is not a u32"))?,
             Some(Value::String(s)) if s == "default" => 0,
-            Some(Value::String(s)) => s.parse().ok()?,
-            Some(_) => return None,
+            Some(Value::String(s)) => s
+                .parse()
+                .map_err(|_| format!("group {s:?} is neither a number nor \"default\""))?,
+            Some(other) => return Err(format!("group {other} is neither a number nor a string")),
         };
-        Some(Self {
-            name: text(value, "ifname")?,
-            ifindex: value.get("ifindex")?.as_u64()? as u32,
+        Ok(Self {
+            name: text(value, "ifname").ok_or("no ifname")?,
+            ifindex: value
+                .get("ifindex")
+                .and_then(Value::as_u64)
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or("no ifindex (a u32)")?,
             kind: info.and_then(|i| text(i, "info_kind")),
             mode: info
                 .and_then(|i| i.get("info_data"))
@@ -189,16 +200,38 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Every link, as `ip -d -j link show` reports it.
+    /// Every link, as `ip -d -j link show` reports it. A link whose JSON cannot be read is an
+    /// error, not left out: an oracle that cannot see a link must not call the kernel clean.
     pub fn links(&self) -> io::Result<Vec<LinkView>> {
         let json = self.ip(&["-d", "-j", "link", "show"])?;
         let parsed: Value = serde_json::from_str(&json).map_err(io::Error::other)?;
-        Ok(parsed
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(LinkView::from_json)
-            .collect())
+        let Some(links) = parsed.as_array() else {
+            return Err(io::Error::other(format!(
+                "ip -j link show in {} printed {parsed}, not an array",
+                self.name
+            )));
+        };
+        links
+            .iter()
+            .map(|link| {
+                LinkView::from_json(link).map_err(|why| {
+                    io::Error::other(format!(
+                        "ip -j link show in {}: unreadable link ({why}): {link}",
+                        self.name
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The `major:minor` of macvtap `name`'s tap character device, read from the `dev` file of
+    /// the namespace's own sysfs (`ip netns exec` mounts one for the namespace; the host's
+    /// /sys would show the host's links).
+    pub fn tap_dev(&self, name: &str, ifindex: u32) -> io::Result<String> {
+        let dev = run(Command::new("ip")
+            .args(["netns", "exec", &self.name, "cat"])
+            .arg(format!("/sys/class/net/{name}/macvtap/tap{ifindex}/dev")))?;
+        Ok(dev.trim().to_string())
     }
 
     /// One link by name; `None` when absent.
@@ -251,5 +284,41 @@ fn run(command: &mut Command) -> io::Result<String> {
             "{command:?}: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_readable_link_is_read() {
+        let link = LinkView::from_json(&serde_json::json!({
+            "ifindex": 7, "ifname": "swy1", "group": "default", "flags": ["BROADCAST", "UP"],
+            "linkinfo": {"info_kind": "macvtap", "info_data": {"mode": "vepa"}}, "link": "eth0"
+        }))
+        .unwrap();
+        assert_eq!((link.ifindex, link.group, link.up), (7, 0, true));
+        assert_eq!(link.kind.as_deref(), Some("macvtap"));
+        assert_eq!(link.lower.as_deref(), Some("eth0"));
+    }
+
+    #[test]
+    fn an_unreadable_link_is_an_error_not_a_gap() {
+        for (json, why) in [
+            (serde_json::json!({"ifname": "swy1"}), "no ifindex"),
+            (serde_json::json!({"ifindex": 7}), "no ifname"),
+            (
+                serde_json::json!({"ifindex": 7, "ifname": "swy1", "group": "owned"}),
+                "neither a number",
+            ),
+            (
+                serde_json::json!({"ifindex": 7, "ifname": "swy1", "group": 4294967296u64}),
+                "not a u32",
+            ),
+        ] {
+            let error = LinkView::from_json(&json).unwrap_err();
+            assert!(error.contains(why), "{json}: {error}");
+        }
     }
 }
