@@ -5,6 +5,7 @@
 //! Everything here is pure: no I/O, no clocks, no randomness. The CLI, the controller and the
 //! node agent share these functions so that they all agree on what a definition means.
 
+pub mod dnsmasq;
 pub mod merge;
 pub mod modes;
 pub mod names;

@@ -10,7 +10,7 @@
 //! - switchyard's own: node groups, device name lengths, capacity limits, and content that
 //!   would not survive export (metadata that is not XML, dnsmasq options with line breaks).
 
-mod addressing;
+pub(crate) mod addressing;
 mod cluster;
 mod define;
 mod forward;
