@@ -16,6 +16,13 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// The kind of object an API write went to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `Node`, `NetworkNode` or `NetworkPort`.
+    pub kind: &'static str,
+}
+
 /// A network's name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NetworkLabel {
@@ -28,6 +35,7 @@ pub struct NetworkLabel {
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabel, Counter>,
+    api_writes: Family<KindLabel, Counter>,
     link_create_seconds: Histogram,
     delete_batch_seconds: Histogram,
     deleted_links: Counter,
@@ -50,6 +58,12 @@ impl Metrics {
             "reconciles",
             "Port reconciles by result",
             reconciles.clone(),
+        );
+        let api_writes = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "api_writes",
+            "Writes the agent sent to the apiserver, by kind of object",
+            api_writes.clone(),
         );
         let link_create_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
@@ -80,6 +94,7 @@ impl Metrics {
         Self {
             registry,
             reconciles,
+            api_writes,
             link_create_seconds,
             delete_batch_seconds,
             deleted_links,
@@ -92,6 +107,11 @@ impl Metrics {
     pub fn reconciled(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reconciles.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts one write to the apiserver (`kind`: the object's kind).
+    pub fn wrote(&self, kind: &'static str) {
+        self.api_writes.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Records one link creation.

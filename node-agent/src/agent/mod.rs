@@ -203,11 +203,12 @@ impl Agent {
             Api::<Node>::all(client.clone()),
             watcher::Config::default().fields(&format!("metadata.name={node}")),
         )
-        // Only the labels are read; a node's status (images, conditions) is most of its size.
+        // Only the labels and the agent's own extended resources are read; the rest of a
+        // node's status (images, conditions) is most of its size.
         .modify(|node| {
             trim_metadata(&mut node.metadata);
             node.spec = None;
-            node.status = None;
+            node.status = node.status.take().map(reporter::own_resources_only);
         })
         .default_backoff()
         .reflect(nodes_writer)

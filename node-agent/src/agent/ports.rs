@@ -62,6 +62,7 @@ async fn reconcile_port(
         .ok_or(ReconcileError::Incomplete("namespace"))?;
     let api = Api::<NetworkPort>::namespaced(ctx.client.clone(), &namespace);
     let port = finalizer::add(&api, &port).await?;
+    ctx.metrics.wrote("NetworkPort");
     apply(&port, ctx).await
 }
 
@@ -348,6 +349,7 @@ async fn finish_cleanup(
     {
         let _slot = ctx.api_slots.acquire().await;
         finalizer::remove(api, port).await?;
+        ctx.metrics.wrote("NetworkPort");
     }
     ctx.state().ledger.release(uid);
     ctx.report.notify_one();
@@ -436,5 +438,6 @@ pub(super) async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
+    ctx.metrics.wrote("NetworkPort");
     Ok(())
 }

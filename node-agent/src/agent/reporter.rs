@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use switchyard_crds::{
@@ -23,8 +24,9 @@ const SETTLE: Duration = Duration::from_millis(100);
 
 pub(super) async fn run(ctx: Arc<Context>, interval: Duration) {
     let mut last: Option<NetworkNodeStatus> = None;
+    let mut resources: Option<ResourceWrite> = None;
     loop {
-        match report(&ctx, last.as_ref()).await {
+        match report(&ctx, last.as_ref(), &mut resources).await {
             Ok(status) => last = Some(status),
             Err(error) => warn!(%error, "reporting the node failed; retrying"),
         }
@@ -36,6 +38,7 @@ pub(super) async fn run(ctx: Arc<Context>, interval: Duration) {
 async fn report(
     ctx: &Context,
     last: Option<&NetworkNodeStatus>,
+    resources: &mut Option<ResourceWrite>,
 ) -> Result<NetworkNodeStatus, kube::Error> {
     let labels = ctx.node_labels();
     let realisations: Vec<NodeRealisation> = ctx
@@ -103,30 +106,89 @@ async fn report(
     };
     if last != Some(&status) {
         let api = Api::<NetworkNode>::all(ctx.client.clone());
-        let patch = serde_json::json!({
-            "apiVersion": "switchyard.dev/v1alpha1",
-            "kind": "NetworkNode",
-            "status": status,
-        });
+        // A merge patch naming every field of the status (the agent is its only writer):
+        // server-side apply turns a list-map the applier stops naming into `null` on this
+        // apiserver, which the schema refuses, so the last network gone would fail every
+        // report from then on. The empty list is named explicitly for the same reason.
+        let mut patch = serde_json::json!({"status": status});
+        patch["status"]["networks"] = serde_json::json!(status.networks);
         api.patch_status(
             &ctx.node,
-            &PatchParams::apply(&ctx.manager).force(),
-            &Patch::Apply(&patch),
+            &PatchParams {
+                field_manager: Some(ctx.manager.clone()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
         )
         .await?;
+        ctx.metrics.wrote("NetworkNode");
         debug!(ports = status.ports, "node status written");
     }
-    update_node_resources(ctx, &status).await?;
+    update_node_resources(ctx, &status, resources).await?;
     Ok(status)
 }
 
+/// The node's `switchyard.dev/*` capacity and allocatable, the only part of a Node's status
+/// the agent caches and reads.
+pub(super) fn own_resources_only(status: NodeStatus) -> NodeStatus {
+    let own = |resources: Option<BTreeMap<String, Quantity>>| {
+        resources.map(|resources| {
+            resources
+                .into_iter()
+                .filter(|(name, _)| name.starts_with(RESOURCE_PREFIX))
+                .collect()
+        })
+    };
+    NodeStatus {
+        capacity: own(status.capacity),
+        allocatable: own(status.allocatable),
+        ..NodeStatus::default()
+    }
+}
+
+/// Resource name to count, as the agent wants them on the Node.
+type Resources = BTreeMap<String, String>;
+
+/// A resource write the Node cache may not show yet: the cache's `resourceVersion` when it was
+/// made, and what was written. Until the cache moves past that version, the write is what the
+/// Node has (so a report soon after a write does not write again).
+#[derive(Debug)]
+pub(super) struct ResourceWrite {
+    seen_version: Option<String>,
+    written: Resources,
+}
+
+/// The merge patch of the Node's status that makes its `switchyard.dev/*` capacity and
+/// allocatable `desired`; `None` when they already are.
+fn resource_patch(
+    capacity: &Resources,
+    allocatable: &Resources,
+    desired: &Resources,
+) -> Option<serde_json::Value> {
+    if capacity == desired && allocatable == desired {
+        return None;
+    }
+    let mut resources = serde_json::Map::new();
+    for stale in capacity.keys().chain(allocatable.keys()) {
+        if !desired.contains_key(stale) {
+            resources.insert(stale.clone(), serde_json::Value::Null);
+        }
+    }
+    for (name, count) in desired {
+        resources.insert(name.clone(), serde_json::Value::String(count.clone()));
+    }
+    Some(serde_json::json!({"status": {"capacity": resources, "allocatable": resources}}))
+}
+
 /// Sets `switchyard.dev/<network>` capacity and allocatable on the Node for every network the
-/// node serves, and removes those of networks it no longer serves.
+/// node serves and is ready for, and removes the others (a network no longer served, or not
+/// ready here). Writes nothing when the Node already shows that.
 async fn update_node_resources(
     ctx: &Context,
     status: &NetworkNodeStatus,
+    pending: &mut Option<ResourceWrite>,
 ) -> Result<(), kube::Error> {
-    let desired: BTreeMap<String, String> = status
+    let desired: Resources = status
         .networks
         .iter()
         .filter(|n| n.ready)
@@ -138,28 +200,94 @@ async fn update_node_resources(
         })
         .collect();
     let node = ctx.nodes.get(&ObjectRef::<Node>::new(&ctx.node));
-    let current: BTreeMap<String, String> = node
+    let version = node
         .as_ref()
-        .and_then(|n| n.status.as_ref())
-        .and_then(|s| s.capacity.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| k.starts_with(RESOURCE_PREFIX))
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect();
-    if current == desired {
+        .and_then(|n| n.metadata.resource_version.clone());
+    let cached = |pick: fn(&NodeStatus) -> Option<&BTreeMap<String, Quantity>>| -> Resources {
+        node.as_ref()
+            .and_then(|n| n.status.as_ref())
+            .and_then(pick)
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| name.starts_with(RESOURCE_PREFIX))
+            .map(|(name, count)| (name.clone(), count.0.clone()))
+            .collect()
+    };
+    let (capacity, allocatable) = match pending.as_ref() {
+        Some(write) if write.seen_version == version => {
+            (write.written.clone(), write.written.clone())
+        }
+        _ => (
+            cached(|s| s.capacity.as_ref()),
+            cached(|s| s.allocatable.as_ref()),
+        ),
+    };
+    let Some(patch) = resource_patch(&capacity, &allocatable, &desired) else {
         return Ok(());
-    }
-    let mut resources = serde_json::Map::new();
-    for key in current.keys().filter(|k| !desired.contains_key(*k)) {
-        resources.insert(key.clone(), serde_json::Value::Null);
-    }
-    for (key, value) in &desired {
-        resources.insert(key.clone(), serde_json::Value::String(value.clone()));
-    }
-    let patch = serde_json::json!({"status": {"capacity": resources, "allocatable": resources}});
+    };
     Api::<Node>::all(ctx.client.clone())
         .patch_status(&ctx.node, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
+    ctx.metrics.wrote("Node");
+    debug!(resources = ?desired, "node resources written");
+    *pending = Some(ResourceWrite {
+        seen_version: version,
+        written: desired,
+    });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resources(entries: &[(&str, &str)]) -> Resources {
+        entries
+            .iter()
+            .map(|(name, count)| (format!("{RESOURCE_PREFIX}{name}"), count.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn unchanged_resources_need_no_write() {
+        let both = resources(&[("a", "4")]);
+        assert_eq!(resource_patch(&both, &both, &both), None);
+    }
+
+    #[test]
+    fn resources_no_longer_wanted_are_removed_from_capacity_and_allocatable() {
+        let capacity = resources(&[("a", "4"), ("gone", "1")]);
+        let allocatable = resources(&[("a", "4"), ("only-allocatable", "2")]);
+        let desired = resources(&[("a", "3")]);
+        let patch = resource_patch(&capacity, &allocatable, &desired).unwrap();
+        let expected = serde_json::json!({
+            "switchyard.dev/a": "3",
+            "switchyard.dev/gone": null,
+            "switchyard.dev/only-allocatable": null,
+        });
+        assert_eq!(patch["status"]["capacity"], expected);
+        assert_eq!(patch["status"]["allocatable"], expected);
+    }
+
+    #[test]
+    fn only_the_agents_resources_are_cached() {
+        let status = NodeStatus {
+            capacity: Some(
+                [
+                    ("cpu".to_string(), Quantity("4".into())),
+                    (format!("{RESOURCE_PREFIX}a"), Quantity("2".into())),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            images: Some(vec![Default::default()]),
+            ..NodeStatus::default()
+        };
+        let own = own_resources_only(status);
+        assert_eq!(
+            own.capacity.unwrap().keys().collect::<Vec<_>>(),
+            vec![&format!("{RESOURCE_PREFIX}a")]
+        );
+        assert!(own.images.is_none() && own.allocatable.is_none());
+    }
 }
