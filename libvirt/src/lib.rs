@@ -6,6 +6,7 @@
 //! node agent share these functions so that they all agree on what a definition means.
 
 pub mod dnsmasq;
+pub mod firewall;
 pub mod merge;
 pub mod modes;
 pub mod names;

@@ -20,6 +20,8 @@ use switchyard_crds::NetworkSpec;
 
 use crate::path::FieldPath;
 
+pub(crate) use addressing::ip_prefix;
+
 /// One problem with a network definition.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
