@@ -41,6 +41,10 @@ pub struct Floor {
     /// echo (for the ifindex), the alias the kernel ignores at creation, the tap device's
     /// major:minor from sysfs.
     pub agent_path: Phase,
+    /// The agent's `LinkManager::delete_link`, one link at a time (a sample of the links).
+    pub agent_delete_each: Phase,
+    /// The agent's `LinkManager::delete_links` of the rest: check, re-tag, one group deletion.
+    pub agent_delete_group: Phase,
 }
 
 impl Floor {
@@ -138,11 +142,24 @@ pub async fn run(n: usize, cancel: &Cancel) -> anyhow::Result<Floor> {
         ns.count_in_groups(&[GROUP, DOOMED]).await? == 0,
         "links left after the group deletion"
     );
-    floor.agent_path = agent_path(&sandbox, n, cancel).await?;
+    (
+        floor.agent_path,
+        floor.agent_delete_each,
+        floor.agent_delete_group,
+    ) = agent_path(&sandbox, n, cancel).await?;
     Ok(floor)
 }
 
-async fn agent_path(sandbox: &Sandbox, n: usize, cancel: &Cancel) -> anyhow::Result<Phase> {
+/// Links of the agent's path deleted one at a time (~16 ms each), the rest as a group.
+const AGENT_SINGLE_DELETES: usize = 50;
+
+/// The agent's link code alone: create N one at a time, delete a sample one at a time, the
+/// rest as one batch. Returns (create, delete each, delete as a group).
+async fn agent_path(
+    sandbox: &Sandbox,
+    n: usize,
+    cancel: &Cancel,
+) -> anyhow::Result<(Phase, Phase, Phase)> {
     let links = LinkManager::open(&NetnsTarget::Path(sandbox.path()), LinkGroups::DEFAULT)
         .await
         .context("opening the agent's link manager in the floor's namespace")?;
@@ -172,21 +189,44 @@ async fn agent_path(sandbox: &Sandbox, n: usize, cancel: &Cancel) -> anyhow::Res
         latencies.push(t.elapsed());
         created.push(link.link);
     }
-    let phase = Phase {
+    let create = Phase {
         ops: n,
         total: started.elapsed(),
         latencies,
     };
+    // With a single link left the batch would be one plain deletion: keep at least two.
+    let (singles, batch) = created.split_at(AGENT_SINGLE_DELETES.min(n.saturating_sub(2)));
+    let mut latencies = Vec::with_capacity(singles.len());
+    let started = Instant::now();
+    for link in singles {
+        cancel.check()?;
+        let t = Instant::now();
+        let deleted = links
+            .delete_link(link)
+            .await
+            .with_context(|| format!("the agent's path deleting {link}"))?;
+        anyhow::ensure!(deleted, "the agent's path found {link} already gone");
+        latencies.push(t.elapsed());
+    }
+    let delete_each = Phase {
+        ops: singles.len(),
+        total: started.elapsed(),
+        latencies,
+    };
+    let started = Instant::now();
     let deleted = links
-        .delete_links(&created)
+        .delete_links(batch)
         .await
         .context("deleting the agent path's links")?;
+    let delete_group = Phase::total_only(batch.len(), started.elapsed());
     anyhow::ensure!(
-        deleted.deleted.len() == n,
-        "the agent's path deleted {} of {n} links",
-        deleted.deleted.len()
+        deleted.deleted.len() == batch.len() && (deleted.grouped || batch.len() < 2),
+        "the agent's path deleted {} of {} links (grouped: {})",
+        deleted.deleted.len(),
+        batch.len(),
+        deleted.grouped
     );
-    Ok(phase)
+    Ok((create, delete_each, delete_group))
 }
 
 async fn create_all(ns: &NsHandle, lower: u32, n: usize, cancel: &Cancel) -> anyhow::Result<Phase> {
