@@ -107,6 +107,10 @@ impl Drop for Release<'_> {
     }
 }
 
+/// Whether service account `sa` of the test's namespace may `verb` `resource`, as
+/// `kubectl auth can-i` answers. Only a plain `yes` or `no` with an empty stderr is an answer:
+/// an error or an unknown resource's warning fails the test, so a misspelt row cannot pass as
+/// "no".
 fn can_i(env: &TestEnv, sa: &str, verb: &str, resource: &str) -> bool {
     let user = format!("--as=system:serviceaccount:{}:{sa}", env.namespace);
     // `kubectl auth can-i VERB res/x` would ask about the object named x.
@@ -117,7 +121,20 @@ fn can_i(env: &TestEnv, sa: &str, verb: &str, resource: &str) -> bool {
         args.push(&sub);
     }
     let out = env.kubectl(&args, None);
-    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    let question = format!("can {sa} {verb} {resource} {subresource}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.is_empty(),
+        "{question}: kubectl said on stderr: {stderr}"
+    );
+    match (
+        String::from_utf8_lossy(&out.stdout).as_ref(),
+        out.status.code(),
+    ) {
+        ("yes\n", Some(0)) => true,
+        ("no\n", Some(1)) => false,
+        (stdout, code) => panic!("{question}: not a yes or no answer: {stdout:?} (exit {code:?})"),
+    }
 }
 
 #[tokio::test]
