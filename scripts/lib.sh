@@ -1,5 +1,6 @@
 # Shared helpers for switchyard's scripts. Source it; do not run it.
-# shellcheck shell=bash
+# Its variables are read by the scripts that source it, which shellcheck cannot see from here.
+# shellcheck shell=bash disable=SC2034
 
 SWITCHYARD_CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
 KUBE_VERSION="v1.20.2"

@@ -24,16 +24,26 @@ trap cleanup EXIT INT TERM
 step "Formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
+shellcheck --external-sources --source-path=SCRIPTDIR --severity=warning scripts/*.sh
 
 step "Building"
 cargo build --workspace --all-targets --locked -q
 
 step "libvirt conformance (../shared/corpus/libvirt)"
-cargo test --locked -q -p switchyard-libvirt --test corpus -- --nocapture 2>&1 | grep -E '^libvirt corpus:' \
-  || die "the libvirt corpus test failed; run: cargo test -p switchyard-libvirt --test corpus"
+if cargo test --locked -q -p switchyard-libvirt --test corpus -- --nocapture >"$work/corpus.log" 2>&1; then
+  grep -E '^libvirt corpus:' "$work/corpus.log"
+else
+  cat "$work/corpus.log" >&2
+  die "the libvirt corpus test failed (its output is above)"
+fi
 
 step "Starting the local control plane (etcd + kube-apiserver $KUBE_VERSION)"
 start_control_plane "$work"
 
 step "Running the tests"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${SWITCHYARD_TEST_THREADS:-4}"
+
+# A newcomer runs the README's demo first: it must run to completion.
+step "The README's demo (scripts/demo.sh)"
+bash scripts/demo.sh >"$work/demo.log" 2>&1 || { cat "$work/demo.log" >&2; die "scripts/demo.sh failed (its output is above)"; }
+grep -q 'no macvtap left on node-a' "$work/demo.log" || { cat "$work/demo.log" >&2; die "scripts/demo.sh stopped before its end"; }
