@@ -4,6 +4,7 @@ mod check_migration;
 mod explain_port;
 mod export;
 mod import;
+mod render;
 mod validate;
 
 use clap::Subcommand;
@@ -23,6 +24,8 @@ pub enum Command {
     ExplainPort(explain_port::Args),
     /// Check whether a guest's interfaces fit on candidate nodes now, with the reasons.
     CheckMigration(check_migration::Args),
+    /// Print what a node would run for a network: its nftables rules (--nftables).
+    Render(render::Args),
 }
 
 impl Command {
@@ -34,6 +37,7 @@ impl Command {
             Command::Validate(args) => validate::run(args),
             Command::ExplainPort(args) => explain_port::run(args),
             Command::CheckMigration(args) => check_migration::run(args),
+            Command::Render(args) => render::run(args),
         }
     }
 }
