@@ -9,9 +9,12 @@
 //!   of [`EXPECTED_REFUSALS`].
 //! - networkxml2confdata/ and networkxml2firewalldata/: every network XML must import. The
 //!   dnsmasq configurations and firewall commands libvirt generates from them are counted in
-//!   [`GENERATED_OUTPUTS`], each with its state.
+//!   [`GENERATED_OUTPUTS`], each with its state; generated ones are compared (the firewall
+//!   commands through `firewall_golden`, shared with nftables_conformance.rs).
 //!
 //! The test prints a tally line and fails if any count falls short.
+
+mod firewall_golden;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -95,16 +98,27 @@ const EXPECTED_REFUSALS: [(&str, &str); 4] = [
 ];
 
 /// Whether switchyard produces a kind of libvirt's expected output yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Generation {
     /// No generator exists: the files are counted, never compared, and never reported as passing.
     NotYet,
+    /// Generated: the function compares the generator's output with the files and returns how
+    /// many are equal (the generator's own conformance test shows the differences).
+    Compared(fn() -> usize),
+}
+
+fn nftables_command_sets() -> usize {
+    firewall_golden::nftables().networks
+}
+
+fn nftables_setup() -> usize {
+    usize::from(firewall_golden::nftables().setup)
 }
 
 /// The expected outputs of networkxml2conftest.c and networkxml2firewalltest.c: what they are,
 /// where they lie, which files, how many the corpus holds, and whether they are generated. A
 /// generator's own test compares its files and replaces its `NotYet` here.
-const GENERATED_OUTPUTS: [(&str, &str, &str, usize, Generation); 5] = [
+const GENERATED_OUTPUTS: [(&str, &str, &str, usize, Generation); 6] = [
     (
         "dnsmasq configurations",
         "networkxml2confdata",
@@ -124,7 +138,7 @@ const GENERATED_OUTPUTS: [(&str, &str, &str, usize, Generation); 5] = [
         "networkxml2firewalldata",
         "*-linux.nftables",
         11,
-        Generation::NotYet,
+        Generation::Compared(nftables_command_sets),
     ),
     (
         "iptables command sets",
@@ -134,10 +148,17 @@ const GENERATED_OUTPUTS: [(&str, &str, &str, usize, Generation); 5] = [
         Generation::NotYet,
     ),
     (
-        "global firewall setups",
+        "nftables table set-ups",
         "networkxml2firewalldata",
-        "base.*",
-        2,
+        "base*.nftables",
+        1,
+        Generation::Compared(nftables_setup),
+    ),
+    (
+        "iptables chain set-ups",
+        "networkxml2firewalldata",
+        "base*.iptables",
+        1,
         Generation::NotYet,
     ),
 ];
@@ -232,6 +253,7 @@ fn libvirt_corpus_conformance() {
         }
     }
 
+    let mut generated = Vec::new();
     let mut not_generated = Vec::new();
     for (what, dir, pattern, count, generation) in GENERATED_OUTPUTS {
         let found = files_matching(dir, pattern).len();
@@ -242,17 +264,27 @@ fn libvirt_corpus_conformance() {
         }
         match generation {
             Generation::NotYet => not_generated.push(format!("{found} {what}")),
+            Generation::Compared(equal) => {
+                let equal = equal();
+                if equal < found {
+                    failures.push(format!(
+                        "{dir}/{pattern}: only {equal} of {found} {what} generated equal"
+                    ));
+                }
+                generated.push(format!("{equal}/{found} {what}"));
+            }
         }
     }
 
     eprintln!(
-        "libvirt corpus: {}/{} round-trip byte-identical, {}/{} rejected for libvirt's reason, {}/{} imported; not yet generated: {}",
+        "libvirt corpus: {}/{} round-trip byte-identical, {}/{} rejected for libvirt's reason, {}/{} imported; generated: {}; not yet generated: {}",
         byte_identical.0,
         byte_identical.1,
         rejected.0,
         rejected.1,
         imported.0,
         imported.1,
+        generated.join(", "),
         not_generated.join(", ")
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
