@@ -16,30 +16,132 @@ use switchyard_crds::{
 use tracing::{debug, warn};
 
 use super::{Context, now};
+use crate::netlink::{BridgePorts, DeviceState, NetlinkError};
 use crate::realisation::{NodeRealisation, RealisationKind, realise};
 use crate::report::node_network;
 
 /// Changes arriving this close together are reported once.
 const SETTLE: Duration = Duration::from_millis(100);
 
+/// How soon a report whose kernel reading failed is tried again.
+const RETRY_OBSERVATION: Duration = Duration::from_millis(500);
+
+/// The condition a report carries while the kernel could not be read: the devices and counts
+/// shown are the last ones read, not "absent".
+pub const DEVICES_OBSERVED: &str = "DevicesObserved";
+
+/// Why one report failed.
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    #[error("reading the node's devices: {0}")]
+    Observe(#[from] NetlinkError),
+    #[error("writing the report: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// What one report did.
+enum Reported {
+    /// The kernel was read and the report written.
+    Fresh(NetworkNodeStatus),
+    /// The kernel could not be read: the last report stands, marked stale.
+    Stale(NetworkNodeStatus),
+}
+
 pub(super) async fn run(ctx: Arc<Context>, interval: Duration) {
     let mut last: Option<NetworkNodeStatus> = None;
     let mut resources: Option<ResourceWrite> = None;
     loop {
-        match report(&ctx, last.as_ref(), &mut resources).await {
-            Ok(status) => last = Some(status),
-            Err(error) => warn!(%error, "reporting the node failed; retrying"),
-        }
-        let _ = tokio::time::timeout(interval, ctx.report.notified()).await;
+        let wait = match report(&ctx, last.as_ref(), &mut resources).await {
+            Ok(Reported::Fresh(status)) => {
+                last = Some(status);
+                interval
+            }
+            Ok(Reported::Stale(status)) => {
+                last = Some(status);
+                RETRY_OBSERVATION
+            }
+            Err(error @ ReportError::Observe(_)) => {
+                warn!(%error, "nothing reported yet and the kernel could not be read; retrying");
+                RETRY_OBSERVATION
+            }
+            Err(error) => {
+                warn!(%error, "reporting the node failed; retrying");
+                interval
+            }
+        };
+        let _ = tokio::time::timeout(wait, ctx.report.notified()).await;
         tokio::time::sleep(SETTLE).await;
     }
+}
+
+/// The devices and bridges of the node's networks as the kernel shows them.
+struct Observation {
+    devices: BTreeMap<String, DeviceState>,
+    bridge_ports: BTreeMap<String, BridgePorts>,
+}
+
+async fn observe(
+    ctx: &Context,
+    realisations: &[NodeRealisation],
+) -> Result<Observation, NetlinkError> {
+    let names: BTreeSet<&str> = realisations.iter().flat_map(|r| r.devices()).collect();
+    let names: Vec<&str> = names.into_iter().collect();
+    let devices: BTreeMap<String, DeviceState> = ctx
+        .links
+        .device_states(&names)
+        .await?
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let mut bridge_ports = BTreeMap::new();
+    for realisation in realisations {
+        if let RealisationKind::Bridge { bridge } = &realisation.kind
+            && devices.get(bridge).is_some_and(DeviceState::present)
+        {
+            match ctx.links.bridge_ports(bridge).await {
+                Ok(ports) => {
+                    bridge_ports.insert(bridge.clone(), ports);
+                }
+                // Gone between the two reads: absent, as the next report will say anyway.
+                Err(NetlinkError::BridgeNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(Observation {
+        devices,
+        bridge_ports,
+    })
+}
+
+/// `last` with a condition saying it is stale (since when it first became so).
+fn stale(last: &NetworkNodeStatus, error: &NetlinkError, now: &str) -> NetworkNodeStatus {
+    let since = last
+        .conditions
+        .iter()
+        .find(|c| c.kind == DEVICES_OBSERVED)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.to_string());
+    let mut status = last.clone();
+    status.conditions.retain(|c| c.kind != DEVICES_OBSERVED);
+    status.conditions.push(Condition {
+        kind: DEVICES_OBSERVED.into(),
+        status: ConditionStatus::False,
+        reason: "KernelReadFailed".into(),
+        message: format!(
+            "the node's links could not be read ({error}); devices and counts are as last read"
+        ),
+        last_transition_time: Some(since),
+        observed_generation: None,
+    });
+    status
 }
 
 async fn report(
     ctx: &Context,
     last: Option<&NetworkNodeStatus>,
     resources: &mut Option<ResourceWrite>,
-) -> Result<NetworkNodeStatus, kube::Error> {
+) -> Result<Reported, ReportError> {
     let labels = ctx.node_labels();
     let realisations: Vec<NodeRealisation> = ctx
         .networks
@@ -47,26 +149,26 @@ async fn report(
         .iter()
         .filter_map(|network| realise(network, &labels))
         .collect();
-    let names: BTreeSet<&str> = realisations.iter().flat_map(|r| r.devices()).collect();
-    let names: Vec<&str> = names.into_iter().collect();
-    let devices = match ctx.links.device_states(&names).await {
-        Ok(states) => states.into_iter().map(|s| (s.name.clone(), s)).collect(),
+    // A failed reading is not "every device absent": the last report stands, said to be stale,
+    // and the Node's resources stay as they are.
+    let Observation {
+        devices,
+        bridge_ports,
+    } = match observe(ctx, &realisations).await {
+        Ok(observation) => observation,
         Err(error) => {
-            warn!(%error, "reading device states");
-            BTreeMap::new()
+            let Some(last) = last else {
+                return Err(error.into());
+            };
+            warn!(%error, "reading the node's devices failed; keeping the last report, marked stale");
+            let status = stale(last, &error, &now());
+            if status != *last {
+                write_network_node(ctx, &status).await?;
+            }
+            return Ok(Reported::Stale(status));
         }
     };
-    let mut bridge_ports = BTreeMap::new();
-    for realisation in &realisations {
-        if let RealisationKind::Bridge { bridge } = &realisation.kind
-            && devices
-                .get(bridge)
-                .is_some_and(|d: &crate::netlink::DeviceState| d.present())
-            && let Ok(ports) = ctx.links.bridge_ports(bridge).await
-        {
-            bridge_ports.insert(bridge.clone(), ports);
-        }
-    }
+    let names: Vec<&str> = devices.keys().map(String::as_str).collect();
     let (networks, total_ports) = {
         let state = ctx.state();
         let networks: Vec<_> = realisations
@@ -105,14 +207,21 @@ async fn report(
         }],
     };
     if last != Some(&status) {
-        let api = Api::<NetworkNode>::all(ctx.client.clone());
-        // A merge patch naming every field of the status (the agent is its only writer):
-        // server-side apply turns a list-map the applier stops naming into `null` on this
-        // apiserver, which the schema refuses, so the last network gone would fail every
-        // report from then on. The empty list is named explicitly for the same reason.
-        let mut patch = serde_json::json!({"status": status});
-        patch["status"]["networks"] = serde_json::json!(status.networks);
-        api.patch_status(
+        write_network_node(ctx, &status).await?;
+    }
+    update_node_resources(ctx, &status, resources).await?;
+    Ok(Reported::Fresh(status))
+}
+
+/// Writes the node's `NetworkNode` status: a merge patch naming every field (the agent is its
+/// only writer). Server-side apply turns a list-map the applier stops naming into `null` on
+/// this apiserver, which the schema refuses, so the last network gone would fail every report
+/// from then on; the empty list is named explicitly for the same reason.
+async fn write_network_node(ctx: &Context, status: &NetworkNodeStatus) -> Result<(), kube::Error> {
+    let mut patch = serde_json::json!({"status": status});
+    patch["status"]["networks"] = serde_json::json!(status.networks);
+    Api::<NetworkNode>::all(ctx.client.clone())
+        .patch_status(
             &ctx.node,
             &PatchParams {
                 field_manager: Some(ctx.manager.clone()),
@@ -121,11 +230,9 @@ async fn report(
             &Patch::Merge(&patch),
         )
         .await?;
-        ctx.metrics.wrote("NetworkNode");
-        debug!(ports = status.ports, "node status written");
-    }
-    update_node_resources(ctx, &status, resources).await?;
-    Ok(status)
+    ctx.metrics.wrote("NetworkNode");
+    debug!(ports = status.ports, "node status written");
+    Ok(())
 }
 
 /// The node's `switchyard.dev/*` capacity and allocatable, the only part of a Node's status
@@ -246,6 +353,32 @@ mod tests {
             .iter()
             .map(|(name, count)| (format!("{RESOURCE_PREFIX}{name}"), count.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_stale_report_keeps_what_was_read_and_says_since_when() {
+        let last = NetworkNodeStatus {
+            ports: 3,
+            networks: vec![switchyard_crds::NodeNetwork {
+                name: "n".into(),
+                ready: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let error = NetlinkError::Dump(std::io::Error::other("interrupted"));
+        let first = stale(&last, &error, "t1");
+        assert_eq!((first.ports, &first.networks), (3, &last.networks));
+        let condition = &first.conditions[0];
+        assert_eq!(
+            (condition.kind.as_str(), condition.status),
+            (DEVICES_OBSERVED, ConditionStatus::False)
+        );
+        let again = stale(&first, &error, "t2");
+        assert_eq!(
+            again, first,
+            "the transition time stays, nothing to rewrite"
+        );
     }
 
     #[test]

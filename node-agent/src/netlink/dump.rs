@@ -29,7 +29,9 @@ const LINK_HEADER_LEN: usize = 16;
 /// single link needs more, and a truncated datagram is reported, never parsed.
 const RECV_BUFFER: usize = 256 * 1024;
 /// A dump the kernel flags as inconsistent (links changed under it) is read again, this often.
-const ATTEMPTS: usize = 3;
+const ATTEMPTS: u32 = 5;
+/// The first pause between interrupted dumps; it doubles each time (2 to 16 ms in all).
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The `IFLA_*` attributes the agent reads from dumped links.
 fn is_read(kind: u16) -> bool {
@@ -86,10 +88,13 @@ impl LinkDumper {
     pub(super) fn dump(&self) -> io::Result<Vec<LinkMessage>> {
         // A panic mid-dump leaves at most unread datagrams, which the sequence check skips.
         let mut socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
-        for _ in 1..ATTEMPTS {
+        for attempt in 1..ATTEMPTS {
             if let Some(links) = socket.dump_once()? {
                 return Ok(links);
             }
+            // Links are changing right now (a burst of creations, say): give the burst a
+            // moment rather than meeting it again at once.
+            std::thread::sleep(RETRY_PAUSE * (1 << attempt));
         }
         socket.dump_once()?.ok_or_else(|| {
             io::Error::other(format!(
