@@ -1,6 +1,5 @@
 //! The switchyard.dev API on the real local apiserver: CRDs, schema, server-side apply.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use switchyard_crds::*;
 use switchyard_tests::cluster::TestEnv;
@@ -9,23 +8,269 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// What users type and see, as the apiserver serves it: each resource's short name, the
+/// `switchyard` category, a status subresource, and the printer columns of `kubectl get`
+/// (names, types, `-o wide` priority, and cells that show the right fields). The harness only
+/// waited for the CRDs to be Established, which says nothing of these.
 #[tokio::test]
-async fn crds_become_established() {
-    let env = TestEnv::new("crds-established").await;
-    let api: Api<CustomResourceDefinition> = Api::all(env.client.clone());
-    for crd in all_crds() {
-        let name = crd.metadata.name.expect("generated CRDs are named");
-        let live = api
-            .get(&name)
+async fn crds_serve_short_names_categories_and_printer_columns() {
+    let env = TestEnv::new("crd-discovery").await;
+    let ns = env.namespace.clone();
+
+    let discovery = env
+        .client
+        .list_api_group_resources("switchyard.dev/v1alpha1")
+        .await
+        .expect("discovery of switchyard.dev/v1alpha1");
+    for (plural, short_name, namespaced) in [
+        ("networks", "swnet", false),
+        ("networkports", "swport", true),
+        ("networknodes", "swnode", false),
+        ("migrationchecks", "swmc", true),
+    ] {
+        let resource = discovery
+            .resources
+            .iter()
+            .find(|r| r.name == plural)
+            .unwrap_or_else(|| panic!("{plural} is not served"));
+        assert_eq!(
+            resource.short_names.as_deref(),
+            Some(&[short_name.to_string()][..]),
+            "{plural}"
+        );
+        assert_eq!(
+            resource.categories.as_deref(),
+            Some(&["switchyard".to_string()][..]),
+            "{plural}"
+        );
+        assert_eq!(resource.namespaced, namespaced, "{plural}");
+        let status = format!("{plural}/status");
+        assert!(
+            discovery.resources.iter().any(|r| r.name == status),
+            "{status} is not served"
+        );
+    }
+
+    let net_name = env.unique("columns");
+    let node_name = env.unique("columns-node");
+    let label = env.test_label();
+    let objects = format!(
+        r#"apiVersion: switchyard.dev/v1alpha1
+kind: Network
+metadata: {{name: {net_name}, labels: {{{l}: {v}}}}}
+spec: {{forward: {{mode: vepa, interfaces: [{{dev: eth1}}, {{dev: eth2}}]}}}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: NetworkPort
+metadata: {{name: vm1-net0, namespace: {ns}}}
+spec: {{network: {net_name}, node: {node_name}, mac: "52:54:00:00:00:01"}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: NetworkNode
+metadata: {{name: {node_name}, labels: {{{l}: {v}}}}}
+spec: {{}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: MigrationCheck
+metadata: {{name: vm1, namespace: {ns}}}
+spec: {{interfaces: [{{name: net0, network: {net_name}}}], nodes: [{node_name}]}}
+"#,
+        l = label.0,
+        v = label.1
+    );
+    let out = env.kubectl(&["apply", "-f", "-"], Some(&objects));
+    assert!(out.status.success(), "kubectl apply: {}", stderr(&out));
+    for (resource, name, namespace, status) in [
+        (
+            "swnet",
+            net_name.as_str(),
+            None,
+            r#"{"status": {"poolSize": 2, "nodesReadySummary": "1/3", "capacityFree": 7}}"#,
+        ),
+        (
+            "swport",
+            "vm1-net0",
+            Some(ns.as_str()),
+            r#"{"status": {"phase": "Ready", "actual": {"type": "direct", "mode": "vepa", "device": "eth1", "linkName": "swy0123456789"}}}"#,
+        ),
+        (
+            "swnode",
+            node_name.as_str(),
+            None,
+            r#"{"status": {"networksReady": 1, "ports": 4, "conditions": [{"type": "Ready", "status": "True", "reason": "Recovered", "message": "counts rebuilt"}]}}"#,
+        ),
+        (
+            "swmc",
+            "vm1",
+            Some(ns.as_str()),
+            r#"{"status": {"summary": "1/1"}}"#,
+        ),
+    ] {
+        let mut args = vec![
+            "patch",
+            resource,
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ];
+        if let Some(namespace) = namespace {
+            args.extend(["-n", namespace]);
+        }
+        let out = env.kubectl(&args, None);
+        assert!(
+            out.status.success(),
+            "patching {resource} {name}: {}",
+            stderr(&out)
+        );
+    }
+
+    // The category lists all four kinds.
+    let out = env.kubectl(&["get", "switchyard", "-n", &ns, "-o", "name"], None);
+    assert!(
+        out.status.success(),
+        "kubectl get switchyard: {}",
+        stderr(&out)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for object in [
+        format!("network.switchyard.dev/{net_name}"),
+        "networkport.switchyard.dev/vm1-net0".to_string(),
+        format!("networknode.switchyard.dev/{node_name}"),
+        "migrationcheck.switchyard.dev/vm1".to_string(),
+    ] {
+        assert!(
+            listed.lines().any(|l| l == object),
+            "{object} missing from `kubectl get switchyard`:\n{listed}"
+        );
+    }
+
+    // Each column (name, type, priority) and what its cell must show of the object served in
+    // the same row (a controller of another test may rewrite status at any time).
+    let tables = [
+        (
+            format!("/apis/switchyard.dev/v1alpha1/networks/{net_name}"),
+            vec![
+                ("Name", "string", 0, Shows::Field("/metadata/name")),
+                ("Mode", "string", 0, Shows::Field("/spec/forward/mode")),
+                ("Pool", "integer", 0, Shows::Field("/status/poolSize")),
+                (
+                    "Nodes-Ready",
+                    "string",
+                    0,
+                    Shows::Field("/status/nodesReadySummary"),
+                ),
+                ("Free", "integer", 0, Shows::Field("/status/capacityFree")),
+                ("Age", "date", 0, Shows::Age),
+            ],
+        ),
+        (
+            format!("/apis/switchyard.dev/v1alpha1/namespaces/{ns}/networkports/vm1-net0"),
+            vec![
+                ("Name", "string", 0, Shows::Field("/metadata/name")),
+                ("Network", "string", 0, Shows::Field("/spec/network")),
+                ("Node", "string", 0, Shows::Field("/spec/node")),
+                ("Phase", "string", 0, Shows::Field("/status/phase")),
+                ("Device", "string", 0, Shows::Field("/status/actual/device")),
+                ("Link", "string", 1, Shows::Field("/status/actual/linkName")),
+                ("Age", "date", 0, Shows::Age),
+            ],
+        ),
+        (
+            format!("/apis/switchyard.dev/v1alpha1/networknodes/{node_name}"),
+            vec![
+                ("Name", "string", 0, Shows::Field("/metadata/name")),
+                (
+                    "Networks",
+                    "integer",
+                    0,
+                    Shows::Field("/status/networksReady"),
+                ),
+                ("Ports", "integer", 0, Shows::Field("/status/ports")),
+                ("Agent-Ready", "string", 0, Shows::ReadyCondition),
+                ("Age", "date", 0, Shows::Age),
+            ],
+        ),
+        (
+            format!("/apis/switchyard.dev/v1alpha1/namespaces/{ns}/migrationchecks/vm1"),
+            vec![
+                ("Name", "string", 0, Shows::Field("/metadata/name")),
+                ("Eligible", "string", 0, Shows::Field("/status/summary")),
+                ("Age", "date", 0, Shows::Age),
+            ],
+        ),
+    ];
+    for (path, columns) in tables {
+        let request = http::Request::get(format!("{path}?includeObject=Object"))
+            .header(
+                http::header::ACCEPT,
+                "application/json;as=Table;v=v1;g=meta.k8s.io",
+            )
+            .body(Vec::new())
+            .unwrap();
+        let table: serde_json::Value = env
+            .client
+            .request(request)
             .await
-            .unwrap_or_else(|e| panic!("CRD {name}: {e}"));
-        let established = live
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .into_iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        assert!(established, "CRD {name} is not Established");
+            .unwrap_or_else(|e| panic!("the table of {path}: {e}"));
+        let served: Vec<(&str, &str, i64)> = table["columnDefinitions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: not a table: {table}"))
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or_default(),
+                    c["type"].as_str().unwrap_or_default(),
+                    c["priority"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let wanted: Vec<(&str, &str, i64)> = columns.iter().map(|c| (c.0, c.1, c.2)).collect();
+        assert_eq!(served, wanted, "{path}: printer columns");
+        let row = &table["rows"][0];
+        let object = &row["object"];
+        for (i, (name, _, _, shows)) in columns.iter().enumerate() {
+            let shown = &row["cells"][i];
+            match shows.value(object) {
+                Some(value) => {
+                    assert!(
+                        !value.is_null(),
+                        "{path}: the object has no {name}: {object}"
+                    );
+                    assert_eq!(shown, &value, "{path}: column {name}");
+                }
+                None => assert!(shown.is_string(), "{path}: column {name} shows {shown}"),
+            }
+        }
+    }
+}
+
+/// What a printer column shows of its object.
+#[derive(Debug)]
+enum Shows {
+    /// The field at this JSON pointer.
+    Field(&'static str),
+    /// The status of the Ready condition.
+    ReadyCondition,
+    /// The object's age: a duration, checked only for presence.
+    Age,
+}
+
+impl Shows {
+    /// The cell's expected value, or `None` for a value this test does not compute.
+    fn value(&self, object: &serde_json::Value) -> Option<serde_json::Value> {
+        match self {
+            Shows::Field(pointer) => Some(object.pointer(pointer).cloned().unwrap_or_default()),
+            Shows::ReadyCondition => Some(
+                object["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .map(|c| c["status"].clone())
+                    .unwrap_or_default(),
+            ),
+            Shows::Age => None,
+        }
     }
 }
 
