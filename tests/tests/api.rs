@@ -286,6 +286,8 @@ metadata:
     {k}: {v}
 spec:
   libvirtName: Full_Net
+  title: A network with every field set
+  description: Every property of the Network schema, so pruning of any shows.
   uuid: 81ff0d90-c91e-6742-64da-4a736edb9a8b
   nodeSelector:
     matchLabels: {{rack: a}}
@@ -294,7 +296,7 @@ spec:
     - {{key: maintenance, operator: DoesNotExist}}
   nodeGroups:
   - name: dell
-    nodeSelector: {{matchLabels: {{vendor: dell}}}}
+    nodeSelector: {{matchLabels: {{vendor: dell}}, matchExpressions: [{{key: gpu, operator: NotIn, values: [absent]}}]}}
     interfaces: [{{dev: ens1f0}}, {{dev: ens1f1}}]
     pf: ens1
     bridge: br-dell
@@ -315,25 +317,25 @@ spec:
   mac: 52:54:00:e6:a2:c9
   mtu: 9000
   domain: {{name: example.com, localOnly: true, register: false}}
-  virtualport: {{type: 802.1Qbg, managerid: 11, typeid: 1193047, typeidversion: 2, instanceid: 09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f}}
+  virtualport: {{type: 802.1Qbg, managerid: 11, typeid: 1193047, typeidversion: 2, instanceid: 09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f, interfaceid: 19b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f, profileid: full-profile}}
   portgroups:
   - name: bob
     default: true
-    virtualport: {{type: 802.1Qbg, typeid: 2193047, typeidversion: 3}}
+    virtualport: {{type: 802.1Qbg, managerid: 12, typeid: 2193047, typeidversion: 3, instanceid: 29b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f}}
     vlan: {{trunk: true, tags: [{{id: 666, nativeMode: tagged}}, {{id: 667}}]}}
-    bandwidth: {{inbound: {{average: 1000, peak: 2000, burst: 1024, floor: 100}}, outbound: {{average: 500}}}}
+    bandwidth: {{inbound: {{average: 1000, peak: 2000, burst: 1024, floor: 100}}, outbound: {{average: 500, peak: 600, burst: 512, floor: 50}}}}
     trustGuestRxFilters: false
   - name: alice
     virtualport: {{profileid: alice-profile, interfaceid: 09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f}}
-  vlan: {{tags: [{{id: 42, nativeMode: untagged}}]}}
-  bandwidth: {{inbound: {{average: 10000}}, outbound: {{average: 20000, peak: 30000, burst: 4096}}}}
+  vlan: {{trunk: true, tags: [{{id: 42, nativeMode: untagged}}, {{id: 43}}]}}
+  bandwidth: {{inbound: {{average: 10000, peak: 15000, burst: 2048, floor: 1000}}, outbound: {{average: 20000, peak: 30000, burst: 4096, floor: 2000}}}}
   trustGuestRxFilters: true
   ipv6: true
   port: {{isolated: true}}
   dns:
     enable: true
     forwardPlainNames: false
-    forwarders: [{{addr: 8.8.8.8}}, {{domain: example.com, addr: 192.168.1.1}}]
+    forwarders: [{{addr: 8.8.8.8, port: 5353}}, {{domain: example.com, addr: 192.168.1.1}}]
     hosts: [{{ip: 192.168.122.2, hostnames: [shared, names]}}]
     txts: [{{name: example, value: example value}}]
     srvs: [{{service: name, protocol: tcp, domain: test, target: ., port: 1024, priority: 10, weight: 10}}]
@@ -344,7 +346,7 @@ spec:
     tftpRoot: /var/lib/tftproot
     dhcp:
       ranges: [{{start: 192.168.122.2, end: 192.168.122.254, lease: {{expiry: 1, unit: hours}}}}]
-      hosts: [{{mac: 00:16:3e:77:e2:ed, name: a.example.com, ip: 192.168.122.10, lease: {{expiry: 0}}}}]
+      hosts: [{{mac: 00:16:3e:77:e2:ed, name: a.example.com, ip: 192.168.122.10, lease: {{expiry: 30, unit: minutes}}}}]
       bootp: {{file: pxeboot.img, server: 10.20.30.40}}
   - family: ipv6
     address: 2001:db8:ac10:fd01::1
@@ -362,6 +364,66 @@ spec:
         v = label.1
     );
     serde_yaml::from_str(&yaml).expect("the test network parses")
+}
+
+/// The paths of the schema's properties under `path` that no instance in `values` sets
+/// (arrays: any element may set it). Maps (no `properties`) are leaves.
+fn unset_properties(
+    schema: &serde_json::Value,
+    values: &[&serde_json::Value],
+    path: &str,
+) -> Vec<String> {
+    let mut unset = Vec::new();
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, property) in properties {
+            let child = format!("{path}.{name}");
+            let set: Vec<&serde_json::Value> = values
+                .iter()
+                .filter_map(|v| v.get(name))
+                .filter(|v| !v.is_null())
+                .collect();
+            if set.is_empty() {
+                unset.push(child);
+            } else {
+                unset.extend(unset_properties(property, &set, &child));
+            }
+        }
+    } else if schema["type"] == "array" {
+        let items: Vec<&serde_json::Value> = values
+            .iter()
+            .filter_map(|v| v.as_array())
+            .flatten()
+            .collect();
+        unset.extend(unset_properties(
+            &schema["items"],
+            &items,
+            &format!("{path}[]"),
+        ));
+    }
+    unset
+}
+
+/// The round-trip tests below read back what [`full_network`] sets; a property it leaves out
+/// would be pruned by the apiserver without any test noticing.
+#[test]
+fn full_network_sets_every_property_of_the_crd_schema() {
+    let crd: serde_json::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            switchyard_tests::cluster::repo_root().join("deploy/crds/networks.switchyard.dev.yaml"),
+        )
+        .expect("reading the Network CRD"),
+    )
+    .expect("the CRD is YAML");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert!(schema["properties"].is_object(), "no spec schema in {crd}");
+    let net = full_network("full", ("k".into(), "v".into()));
+    let spec = serde_json::to_value(&net.spec).unwrap();
+    let unset = unset_properties(schema, &[&spec], "spec");
+    assert!(
+        unset.is_empty(),
+        "full_network leaves these properties of the CRD unset:\n{}",
+        unset.join("\n")
+    );
 }
 
 #[tokio::test]
