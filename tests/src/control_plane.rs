@@ -196,6 +196,14 @@ impl ControlPlane {
         Ok(cp)
     }
 
+    /// Writes a kubeconfig named `name` beside the admin's that authenticates with the bearer
+    /// `token` (a ServiceAccount's, say) and returns its path.
+    pub fn write_kubeconfig(&self, name: &str, token: &str) -> io::Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        fs::write(&path, kubeconfig_yaml(&self.server, &self.ca_file, token))?;
+        Ok(path)
+    }
+
     /// The directory holding the kubeconfig, certificates and logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -45,8 +45,15 @@ impl SimulatedNode {
     }
 
     /// Starts `binary` (the node agent) for this node, bound to its namespace, and waits until
-    /// its `/readyz` says ready.
+    /// its `/readyz` says ready. It authenticates as the test's admin.
     pub fn start_agent(&mut self, binary: &Path) {
+        let admin = self.kubeconfig.clone();
+        self.start_agent_as(binary, &admin);
+    }
+
+    /// Like [`SimulatedNode::start_agent`], authenticated by `kubeconfig` instead (e.g. a
+    /// ServiceAccount token, to run the agent with exactly its chart's permissions).
+    pub fn start_agent_as(&mut self, binary: &Path, kubeconfig: &Path) {
         assert!(
             self.agent.is_none(),
             "the agent of {} already runs",
@@ -55,7 +62,7 @@ impl SimulatedNode {
         self.metrics_port = free_port();
         let log = self.log.reopen().expect("the agent's log");
         let mut cmd = Command::new(binary);
-        cmd.env("KUBECONFIG", &self.kubeconfig)
+        cmd.env("KUBECONFIG", kubeconfig)
             .env("NODE_NAME", &self.name)
             .env("SWITCHYARD_NETNS", self.sandbox.path())
             .env(

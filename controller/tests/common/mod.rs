@@ -42,12 +42,18 @@ impl ControllerProcess {
     /// Starts the controller (with its webhook when `webhook` is true) and waits until
     /// `/readyz` says its caches are synced.
     pub async fn start(env: &TestEnv, webhook: bool) -> Self {
+        Self::start_as(&env.kubeconfig, webhook).await
+    }
+
+    /// Like [`ControllerProcess::start`], authenticated by `kubeconfig` instead of the test's
+    /// admin (e.g. a ServiceAccount token, to run with exactly the chart's permissions).
+    pub async fn start_as(kubeconfig: &Path, webhook: bool) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let metrics = free_addr();
         let webhook_addr = free_addr();
         let log = dir.path().join("controller.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard-controller"));
-        cmd.env("KUBECONFIG", &env.kubeconfig)
+        cmd.env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,switchyard_controller=debug")
             .env("SWITCHYARD_METRICS_ADDR", metrics.to_string())
             .env("SWITCHYARD_WEBHOOK_ADDR", webhook_addr.to_string())

@@ -1,0 +1,370 @@
+//! The chart's RBAC, for real: the agent and the controller run authenticated as the chart's
+//! ServiceAccounts (bearer tokens from the TokenRequest API), bound to the ClusterRoles of the
+//! committed manifest (deploy/switchyard.yaml, which tests/tests/chart.rs keeps equal to the
+//! rendered chart), and do their whole job: ports labelled, realised, Ready and deleted, the
+//! node reported and labelled, the network's status written, a migration check answered and
+//! the webhook serving. A permission the chart lacks fails a step here, and any `forbidden`
+//! either process logs fails the test.
+//!
+//! The cluster-scoped RBAC objects have fixed names, so this test runs on a control plane of
+//! its own.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{ControllerProcess, WebhookRegistration, eventually};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+use switchyard_crds::{
+    LABEL_NETWORK, LABEL_NODE, MigrationCheck, NODE_LABEL_PREFIX, Network, NetworkPort,
+    NetworkPortSpec, PortPhase, RESOURCE_PREFIX,
+};
+use switchyard_tests::bins::workspace_binary;
+use switchyard_tests::cluster::{TestEnv, apply_crds, repo_root};
+use switchyard_tests::control_plane::ControlPlane;
+use switchyard_tests::fixtures::{count_phase, create_network, mac};
+use switchyard_tests::nodes::SimulatedNode;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The kinds of deploy/switchyard.yaml that make up the components' identities and rights.
+const RBAC_KINDS: [&str; 6] = [
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// The RBAC documents of the committed manifest, as one YAML stream.
+fn chart_rbac() -> String {
+    let path = repo_root().join("deploy/switchyard.yaml");
+    let text = std::fs::read_to_string(&path).expect("reading deploy/switchyard.yaml");
+    let mut kept = Vec::new();
+    for document in text.split("\n---") {
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(document).expect("deploy/switchyard.yaml is YAML");
+        let kind = value.get("kind").and_then(serde_yaml::Value::as_str);
+        if kind.is_some_and(|kind| RBAC_KINDS.contains(&kind)) {
+            kept.push(document.trim_start_matches('-').trim().to_string());
+        }
+    }
+    kept.join("\n---\n")
+}
+
+/// A kubeconfig authenticating as ServiceAccount `namespace/name`, with a token from the
+/// TokenRequest API.
+async fn service_account_kubeconfig(
+    plane: &ControlPlane,
+    env: &TestEnv,
+    namespace: &str,
+    name: &str,
+) -> PathBuf {
+    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("a token for ServiceAccount {namespace}/{name}: {e}"))
+        .status
+        .expect("the TokenRequest's status")
+        .token;
+    plane
+        .write_kubeconfig(&format!("{name}.kubeconfig"), &token)
+        .expect("writing the ServiceAccount's kubeconfig")
+}
+
+/// `kubectl auth can-i` as whoever `kubeconfig` authenticates (`resource` may end in
+/// `/<subresource>`): exactly `yes` or `no`.
+fn can_i(kubeconfig: &Path, verb: &str, resource: &str) -> bool {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((resource, sub)) => (resource, format!("--subresource={sub}")),
+        None => (resource, "--subresource=".to_string()),
+    };
+    let out = switchyard_tests::cluster::kubectl_at(
+        kubeconfig,
+        &[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            &subresource,
+            "--all-namespaces",
+        ],
+        None,
+    );
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match answer.as_str() {
+        "yes" if stderr.is_empty() => true,
+        "no" if stderr.is_empty() || stderr.trim() == "no" => false,
+        _ => panic!("kubectl auth can-i {verb} {resource}: {answer:?} / {stderr}"),
+    }
+}
+
+/// Lines of a log in which the apiserver refused the process something.
+fn refusals(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| line.to_ascii_lowercase().contains("forbidden"))
+        .collect()
+}
+
+fn unlabelled_port(
+    namespace: &str,
+    name: &str,
+    network: &str,
+    node: &str,
+    i: usize,
+) -> NetworkPort {
+    let mut port = NetworkPort::new(
+        name,
+        NetworkPortSpec {
+            network: network.into(),
+            node: node.into(),
+            mac: mac(i),
+            ..Default::default()
+        },
+    );
+    port.metadata.namespace = Some(namespace.to_string());
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_controller_do_their_job_with_only_the_charts_permissions() {
+    const PORTS: usize = 3;
+    let plane = ControlPlane::start().expect("starting a private control plane");
+    apply_crds(&plane.kubeconfig).expect("installing the CRDs");
+    let env = TestEnv::on(&plane.kubeconfig, "rbac").await;
+
+    let rbac = chart_rbac();
+    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"] {
+        assert!(
+            rbac.contains(&format!("kind: {kind}")),
+            "deploy/switchyard.yaml has no {kind}"
+        );
+    }
+    let out = env.kubectl(&["apply", "-f", "-"], Some(&rbac));
+    assert!(
+        out.status.success(),
+        "installing the chart's RBAC: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent_kubeconfig =
+        service_account_kubeconfig(&plane, &env, "switchyard-system", "switchyard-agent").await;
+    let controller_kubeconfig =
+        service_account_kubeconfig(&plane, &env, "switchyard-system", "switchyard-controller")
+            .await;
+    // The tokens name the ServiceAccounts, not an admin: the agent may not touch specs.
+    assert!(can_i(
+        &agent_kubeconfig,
+        "patch",
+        "networkports.switchyard.dev/status"
+    ));
+    assert!(!can_i(
+        &agent_kubeconfig,
+        "delete",
+        "networkports.switchyard.dev"
+    ));
+    assert!(!can_i(
+        &agent_kubeconfig,
+        "patch",
+        "networks.switchyard.dev"
+    ));
+    assert!(can_i(
+        &controller_kubeconfig,
+        "patch",
+        "networks.switchyard.dev/status"
+    ));
+    assert!(!can_i(
+        &controller_kubeconfig,
+        "create",
+        "networkports.switchyard.dev"
+    ));
+
+    let controller = ControllerProcess::start_as(&controller_kubeconfig, true).await;
+    let _webhook = WebhookRegistration::register(&env, &controller).await;
+    let mut node = SimulatedNode::new(&env, "rbac", &[]).await;
+    node.sandbox
+        .add_nics("eth", 2)
+        .expect("adding the node's NICs");
+    let network = create_network(
+        &env,
+        "rbac",
+        "  forward: {mode: vepa, interfaces: [{dev: eth0}, {dev: eth1}]}\n  maxConnectionsPerDevice: 2\n",
+    )
+    .await;
+    node.start_agent_as(
+        &workspace_binary("switchyard-node-agent"),
+        &agent_kubeconfig,
+    );
+    let (ns, node_name) = (env.namespace.clone(), node.name.clone());
+
+    // The agent's NetworkNode report reaches the controller, which writes the network's status
+    // and labels the node; the agent puts the network's extended resource on the Node.
+    let networks: Api<Network> = Api::all(env.client.clone());
+    eventually("the network served by the node", WAIT, || async {
+        let status = networks.get(&network).await.ok()?.status?;
+        (status.nodes_ready == 1 && status.capacity_total == 4).then_some(())
+    })
+    .await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    eventually(
+        "the controller's node label and the agent's extended resource",
+        WAIT,
+        || async {
+            let live = nodes.get(&node_name).await.ok()?;
+            let labelled = live
+                .labels()
+                .contains_key(&format!("{NODE_LABEL_PREFIX}{network}"));
+            let resource = live
+                .status?
+                .capacity?
+                .contains_key(&format!("{RESOURCE_PREFIX}{network}"));
+            (labelled && resource).then_some(())
+        },
+    )
+    .await;
+
+    // Ports created without labels: the controller labels them, the agent realises them.
+    let ports: Api<NetworkPort> = Api::namespaced(env.client.clone(), &ns);
+    for i in 0..PORTS {
+        let port = unlabelled_port(&ns, &format!("p{i}"), &network, &node_name, i);
+        ports
+            .create(&PostParams::default(), &port)
+            .await
+            .unwrap_or_else(|e| panic!("creating port p{i}: {e}"));
+    }
+    let ready = eventually("the ports labelled and Ready", WAIT, || async {
+        let list = ports.list(&Default::default()).await.ok()?.items;
+        let labelled = list.iter().all(|p| {
+            p.labels().get(LABEL_NODE) == Some(&node_name)
+                && p.labels().get(LABEL_NETWORK) == Some(&network)
+        });
+        (list.len() == PORTS && labelled && count_phase(&list, PortPhase::Ready) == PORTS)
+            .then_some(list)
+    })
+    .await;
+    for port in &ready {
+        let actual = port.status.as_ref().unwrap().actual.as_ref().unwrap();
+        let link = node
+            .sandbox
+            .link(&actual.link_name)
+            .expect("listing the node's links")
+            .unwrap_or_else(|| panic!("{}'s link {} exists", port.name_any(), actual.link_name));
+        assert_eq!(link.alias, port.uid(), "{}", port.name_any());
+    }
+
+    // The webhook serves, and judges with what the controller may read.
+    let out = env.kubectl(
+        &["create", "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "switchyard.dev/v1alpha1",
+                "kind": "NetworkPort",
+                "metadata": {"name": "bad", "namespace": ns, "labels": {env.test_label().0: env.test_label().1}},
+                "spec": {"network": network, "node": node_name, "mac": mac(99), "portgroup": "platinum"},
+            })
+            .to_string(),
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(
+                "admission webhook \"networkports.validate.switchyard.dev\" denied the request"
+            )
+            && stderr.contains("[PortgroupNotFound]"),
+        "a port naming a missing portgroup: {stderr}"
+    );
+
+    // A migration check is answered: one device connection left on the node, one asked for.
+    let check: MigrationCheck = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "MigrationCheck",
+        "metadata": {"name": "vm1", "namespace": ns},
+        "spec": {"interfaces": [{"name": "net0", "network": network}], "nodes": [node_name]},
+    }))
+    .unwrap();
+    let checks: Api<MigrationCheck> = Api::namespaced(env.client.clone(), &ns);
+    checks
+        .create(&PostParams::default(), &check)
+        .await
+        .expect("creating the check");
+    let status = eventually("the check's answer", WAIT, || async {
+        checks
+            .get("vm1")
+            .await
+            .ok()?
+            .status
+            .filter(|s| s.nodes.len() == 1)
+    })
+    .await;
+    assert_eq!(status.eligible_nodes, [node_name], "{status:#?}");
+
+    // Deleted ports go: the agent removes their links, then its finalizer.
+    for port in &ready {
+        ports
+            .delete(&port.name_any(), &DeleteParams::default())
+            .await
+            .expect("deleting a port");
+    }
+    eventually("the ports gone", WAIT, || async {
+        ports
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    for port in &ready {
+        let name = &port
+            .status
+            .as_ref()
+            .unwrap()
+            .actual
+            .as_ref()
+            .unwrap()
+            .link_name;
+        assert!(
+            node.sandbox.link(name).expect("listing links").is_none(),
+            "{name} is gone"
+        );
+    }
+    eventually("the network's status back to no ports", WAIT, || async {
+        let status = networks.get(&network).await.ok()?.status?;
+        (status.capacity_used == 0 && status.capacity_free == 4).then_some(())
+    })
+    .await;
+
+    let agent_log = node.logs();
+    let controller_log = controller.log();
+    let refused: Vec<String> = refusals(&agent_log)
+        .into_iter()
+        .map(|l| format!("agent: {l}"))
+        .chain(
+            refusals(&controller_log)
+                .into_iter()
+                .map(|l| format!("controller: {l}")),
+        )
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the apiserver refused the chart's ServiceAccounts:\n{}",
+        refused.join("\n")
+    );
+}
