@@ -351,6 +351,48 @@ spec:
     );
 }
 
+/// Values written into dnsmasq's files must be one line (CVE-2026-61477): `validate` names
+/// each field, for YAML and for libvirt XML (`&#10;`).
+#[test]
+fn validate_refuses_line_breaks_in_dnsmasq_values() {
+    let yaml = "apiVersion: switchyard.dev/v1alpha1
+kind: Network
+metadata: {name: n}
+spec:
+  bridge: {name: virbr5}
+  dns:
+    srvs: [{service: ldap, protocol: tcp, target: \"h\\ndhcp-script=/tmp/x\", port: 389}]
+    hosts: [{ip: 10.5.0.9, hostnames: [\"a\\rb\"]}]
+  ips:
+  - address: 10.5.0.1
+    prefix: 24
+    dhcp: {hosts: [{mac: '52:54:00:00:00:01', name: 'vm,ignore', ip: 10.5.0.7}]}
+";
+    let out = run(&["validate", "-"], Some(yaml));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for expected in [
+        "  spec.dns.srvs[0].target: must not contain a line break",
+        "  spec.dns.hosts[0].hostnames[0]: must not contain a line break",
+        "  spec.ips[0].dhcp.hosts[0].name: host name 'vm,ignore' must not contain ','",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "missing {expected:?} in {}",
+            out.stderr
+        );
+    }
+    let xml = "<network><name>n</name><bridge name='virbr5'/>\
+        <dns><txt name='t' value='v&#10;dhcp-script=/tmp/x'/></dns>\
+        <ip address='10.5.0.1' prefix='24'/></network>";
+    let out = run(&["validate", "-"], Some(xml));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("/network/dns/txt[1]/@value") && out.stderr.contains("line break"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn export_of_a_file_and_without_a_cluster() {
     let dir = tempfile::tempdir().unwrap();

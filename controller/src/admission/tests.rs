@@ -341,3 +341,32 @@ fn network_names_must_fit_in_labels_and_resource_names() {
     fits.metadata.name = Some("n".repeat(63));
     assert!(review_network(&Index::new(), &fits, None) == Decision::Allow);
 }
+
+/// A line break in a value written into dnsmasq's files (CVE-2026-61477) is refused, naming
+/// the field.
+#[test]
+fn a_dns_value_with_a_line_break_is_invalid() {
+    let mut network = Network::new(
+        "isolated",
+        NetworkSpec {
+            dns: Some(switchyard_crds::Dns {
+                txts: vec![switchyard_crds::DnsTxt {
+                    name: "example".into(),
+                    value: "x\ndhcp-script=/tmp/own".into(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    network.metadata.name = Some("isolated".into());
+    let denial = denied(review_network(&Index::new(), &network, None));
+    assert_eq!((denial.code, denial.reason), (422, "Invalid"));
+    assert!(
+        denial
+            .message
+            .contains("spec.dns.txts[0].value: must not contain a line break"),
+        "{}",
+        denial.message
+    );
+}

@@ -31,7 +31,7 @@
 
 mod conf;
 mod hosts;
-mod subnets;
+pub(crate) mod subnets;
 
 #[cfg(test)]
 mod tests;

@@ -174,12 +174,6 @@ fn dns(spec: &NetworkSpec, problems: &mut Problems) {
                 ),
             );
         }
-        if txt.value.contains(['\r', '\n']) {
-            problems.add(
-                &txt_path.attr("value", "value"),
-                "the TXT record value must not contain line breaks",
-            );
-        }
     }
 }
 

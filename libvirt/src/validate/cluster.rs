@@ -30,16 +30,6 @@ pub(super) fn check(spec: &NetworkSpec, problems: &mut Problems) {
             ),
         );
     }
-    for (i, option) in spec.dnsmasq_options.iter().enumerate() {
-        if option.contains(['\r', '\n']) {
-            problems.add(
-                &FieldPath::spec()
-                    .elem("dnsmasqOptions", "dnsmasq:options/dnsmasq:option")
-                    .index(i),
-                "a dnsmasq option must not contain line breaks",
-            );
-        }
-    }
     if let Some(metadata) = &spec.libvirt_metadata
         && let Err(err) = xml::check_metadata(metadata)
     {

@@ -29,8 +29,6 @@ fn identity(spec: &NetworkSpec, problems: &mut Problems) {
                 &path,
                 format!("name '{name}' contains '/', which libvirt does not allow"),
             );
-        } else if name.contains('\n') {
-            problems.add(&path, "the name must not contain a line break");
         }
     }
     if let Some(uuid) = &spec.uuid

@@ -3,16 +3,20 @@
 //! Three layers, applied in order by [`validate_network`]:
 //! - [`check_definition`]: what libvirt's parser (`virNetworkDefParseXML` and the
 //!   virtualport / vlan / bandwidth / route parsers) refuses. The XML import applies exactly
-//!   these, so a file libvirt cannot parse cannot be imported either.
+//!   these, so a file libvirt cannot parse cannot be imported either. Also here, as in
+//!   Debian's patched libvirt: no line break in any value written into a dnsmasq file
+//!   ([`dnsmasq`]).
 //! - what `virsh net-define` adds (`networkValidate` in bridge_driver.c): which forward modes
 //!   accept ip, dns, mac, domain, bandwidth and vlan; pool kinds; one DHCP range per family;
-//!   unique and single-default portgroups.
+//!   unique and single-default portgroups. Then what starting dnsmasq needs ([`dnsmasq`]):
+//!   reverse zones for `localPtr`, unambiguous hostsfile fields, a lease for every static host.
 //! - switchyard's own: node groups, device name lengths, capacity limits, and content that
-//!   would not survive export (metadata that is not XML, dnsmasq options with line breaks).
+//!   would not survive export (metadata that is not XML).
 
 pub(crate) mod addressing;
 mod cluster;
 mod define;
+mod dnsmasq;
 mod forward;
 mod ports;
 
@@ -69,6 +73,7 @@ pub fn validate_network(spec: &NetworkSpec) -> Result<(), Vec<FieldError>> {
     let mut problems = Problems::default();
     definition_rules(spec, &mut problems);
     define::check(spec, &mut problems);
+    dnsmasq::limits(spec, &mut problems);
     cluster::check(spec, &mut problems);
     problems.into_result()
 }
@@ -84,6 +89,7 @@ fn definition_rules(spec: &NetworkSpec, problems: &mut Problems) {
     forward::check(spec, problems);
     addressing::check(spec, problems);
     ports::check(spec, problems);
+    dnsmasq::written_values(spec, problems);
 }
 
 #[cfg(test)]

@@ -479,7 +479,7 @@ fn switchyard_rules() {
     assert_problem(
         "dnsmasqOptions: [\"a\\nb\"]",
         "spec.dnsmasqOptions[0]",
-        "line breaks",
+        "line break",
     );
     assert_problem(
         "libvirtMetadata: '<unclosed'",
@@ -504,4 +504,187 @@ fn definition_checks_are_the_parser_subset() {
     assert!(validate_network(&layer2).is_err());
     let duplicate = spec("forward: {mode: vepa, interfaces: [{dev: eth1}, {dev: eth1}]}");
     assert_eq!(check_definition(&duplicate).len(), 1);
+}
+
+const DHCP_NET: &str = "
+forward: {mode: nat}
+bridge: {name: virbr9}
+ips:
+- address: 10.9.0.1
+  prefix: 24
+  dhcp:
+    ranges: [{start: 10.9.0.10, end: 10.9.0.19}]
+";
+
+/// Every kind of value written into a dnsmasq file, with a line break (CVE-2026-61477): each
+/// refused at its own field, at parse time (the XML import refuses it too).
+#[test]
+fn line_breaks_in_dnsmasq_values_are_refused() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "dns: {txts: [{name: t, value: \"v\\ndhcp-script=/tmp/x\"}]}",
+            "spec.dns.txts[0].value",
+        ),
+        (
+            "dns: {txts: [{name: \"t\\r\", value: v}]}",
+            "spec.dns.txts[0].name",
+        ),
+        (
+            "dns: {srvs: [{service: s, protocol: tcp, domain: \"d\\nx\"}]}",
+            "spec.dns.srvs[0].domain",
+        ),
+        (
+            "dns: {srvs: [{service: s, protocol: tcp, target: \"t\\nx\", port: 1}]}",
+            "spec.dns.srvs[0].target",
+        ),
+        (
+            "dns: {forwarders: [{domain: \"d\\nserver=1.2.3.4\"}]}",
+            "spec.dns.forwarders[0].domain",
+        ),
+        (
+            "dns: {hosts: [{ip: 10.9.0.5, hostnames: [ok, \"a\\nb\"]}]}",
+            "spec.dns.hosts[0].hostnames[1]",
+        ),
+        ("domain: {name: \"example\\ncom\"}", "spec.domain.name"),
+        ("libvirtName: \"a\\rb\"", "spec.libvirtName"),
+        ("libvirtName: \"a\\nb\"", "spec.libvirtName"),
+        (
+            "dnsmasqOptions: [ok, \"a\\u0000b\"]",
+            "spec.dnsmasqOptions[1]",
+        ),
+        ("bridge: {name: \"br\\r\"}", "spec.bridge.name"),
+    ];
+    for (extra, field) in cases {
+        let yaml = format!("{DHCP_NET}{extra}\n");
+        // Later keys replace DHCP_NET's (bridge): serde_yaml keeps the last.
+        let yaml = yaml.replacen(
+            "bridge: {name: virbr9}\n",
+            "",
+            usize::from(extra.starts_with("bridge")),
+        );
+        let found = check_definition(&spec(&yaml));
+        let hits: Vec<_> = found.iter().filter(|p| p.field == *field).collect();
+        assert_eq!(
+            hits.len(),
+            1,
+            "{field}: expected one problem, got {found:#?}"
+        );
+        assert!(
+            hits[0].message.contains("line break") || hits[0].message.contains("NUL"),
+            "{hits:?}"
+        );
+    }
+    let host_fields = [
+        ("tftpRoot: \"/srv\\nx\"", "spec.ips[0].tftpRoot"),
+        (
+            "dhcp: {bootp: {file: \"pxe\\n\"}, ranges: [{start: 10.9.0.10, end: 10.9.0.19}]}",
+            "spec.ips[0].dhcp.bootp.file",
+        ),
+        (
+            "dhcp: {hosts: [{mac: '52:54:00:00:00:01', name: \"vm\\nx\", ip: 10.9.0.5}]}",
+            "spec.ips[0].dhcp.hosts[0].name",
+        ),
+    ];
+    for (extra, field) in host_fields {
+        let yaml =
+            format!("forward: {{mode: nat}}\nips: [{{address: 10.9.0.1, prefix: 24, {extra}}}]\n");
+        assert_problem(&yaml, field, "line break");
+    }
+}
+
+#[test]
+fn hostsfile_and_addn_hosts_separators_are_refused() {
+    assert_problem(
+        "ips: [{address: 10.9.0.1, prefix: 24, dhcp: {hosts: [{mac: '52:54:00:00:00:01', name: 'vm,ignore', ip: 10.9.0.5}]}}]",
+        "spec.ips[0].dhcp.hosts[0].name",
+        "must not contain ','",
+    );
+    assert_problem(
+        "dns: {hosts: [{ip: 10.9.0.5, hostnames: ['a b']}]}",
+        "spec.dns.hosts[0].hostnames[0]",
+        "must not contain blanks",
+    );
+}
+
+#[test]
+fn dhcp_ranges_and_reverse_zones_libvirt_cannot_use_are_refused() {
+    assert_problem(
+        "ips: [{address: 10.0.0.1, prefix: 8, dhcp: {ranges: [{start: 10.0.0.2, end: 10.2.0.0}]}}]",
+        "spec.ips[0].dhcp.ranges[0]",
+        "too large",
+    );
+    assert_problem(
+        "ips: [{address: 10.9.0.1, prefix: 24, dhcp: {ranges: [{start: 10.9.0.2, end: 10.9.0.255}]}}]",
+        "spec.ips[0].dhcp.ranges[0]",
+        "broadcast address",
+    );
+    assert_problem(
+        "ips: [{address: 10.9.0.1, prefix: 24, dhcp: {ranges: [{start: 10.9.0.0, end: 10.9.0.9}]}}]",
+        "spec.ips[0].dhcp.ranges[0]",
+        "network address",
+    );
+    assert_problem(
+        "ips: [{family: ipv6, address: '2001:db8::1', prefix: 64, dhcp: {ranges: [{start: '2001:db8::2', end: '2001:db8::1:0'}]}}]",
+        "spec.ips[0].dhcp.ranges[0]",
+        "last 16 bits",
+    );
+    // A reversed range is reported once, by the address rules.
+    let reversed = problems(
+        "ips: [{address: 10.9.0.1, prefix: 24, dhcp: {ranges: [{start: 10.9.0.9, end: 10.9.0.2}]}}]",
+    );
+    assert_eq!(reversed.len(), 1, "{reversed:#?}");
+    assert_problem(
+        "ips: [{address: 10.9.0.1, prefix: 20, localPtr: true}]",
+        "spec.ips[0].localPtr",
+        "multiple of 8",
+    );
+    assert_valid("ips: [{address: 10.9.0.1, prefix: 24, localPtr: true}]");
+}
+
+fn hosts_yaml(count: u32, ranges: &str) -> String {
+    let hosts: String = (0..count)
+        .map(|i| {
+            format!(
+                "      - {{mac: '52:54:00:00:{:02x}:{:02x}', ip: 10.8.{}.{}}}\n",
+                i / 256,
+                i % 256,
+                i / 250,
+                i % 250 + 2
+            )
+        })
+        .collect();
+    format!(
+        "forward: {{mode: nat}}\nbridge: {{name: virbr8}}\nips:\n  - address: 10.8.255.1\n    prefix: 16\n    dhcp:\n      ranges: [{ranges}]\n      hosts:\n{hosts}"
+    )
+}
+
+/// 10,000 static hosts: fine with ranges dnsmasq can lease that many from, refused with the
+/// numbers when it cannot (no ranges: dnsmasq's default of 1,000 leases).
+#[test]
+fn static_hosts_need_enough_leases() {
+    assert_valid(&hosts_yaml(
+        10_000,
+        "{start: 10.8.100.1, end: 10.8.199.254}",
+    ));
+    let no_ranges = hosts_yaml(10_000, "");
+    assert_problem(
+        &no_ranges,
+        "spec.ips[0].dhcp.hosts",
+        "10000 static DHCP hosts, but dnsmasq leases at most 1000 addresses",
+    );
+    assert_valid(&hosts_yaml(1_000, ""));
+    assert_problem(
+        &hosts_yaml(300, "{start: 10.8.200.1, end: 10.8.200.254}"),
+        "spec.ips[0].dhcp.hosts",
+        "at most 254 addresses on this network (the number of addresses in the DHCP ranges)",
+    );
+}
+
+#[test]
+fn two_static_hosts_with_one_address_are_refused() {
+    assert_problem(
+        "ips: [{address: 10.9.0.1, prefix: 24, dhcp: {hosts: [{mac: '52:54:00:00:00:01', ip: 10.9.0.5}, {mac: '52:54:00:00:00:02', ip: 10.9.0.5}]}}]",
+        "spec.ips[0].dhcp.hosts[1].ip",
+        "already given to spec.ips[0].dhcp.hosts[0]",
+    );
 }
