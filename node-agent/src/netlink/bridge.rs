@@ -2,7 +2,7 @@
 //! end is handed to the guest side.
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 use tracing::{debug, info};
 
@@ -202,11 +202,9 @@ impl LinkManager {
                 port_uid: request.port_uid.to_string(),
             });
         }
-        let is_veth = observe::link_infos(&existing)
-            .any(|info| matches!(info, LinkInfo::Kind(InfoKind::Veth)));
-        let on_bridge = existing
-            .attributes
-            .contains(&LinkAttribute::Controller(bridge_index));
+        let summary = observe::LinkSummary::from_message(&existing);
+        let is_veth = summary.kind == Some(InfoKind::Veth);
+        let on_bridge = summary.controller == Some(bridge_index);
         if is_veth && on_bridge {
             return Ok(Some(existing));
         }
@@ -250,7 +248,9 @@ impl LinkManager {
             total: ports.len() as u32,
             owned: ports
                 .iter()
-                .filter(|link| observe::is_owned(link, &self.groups))
+                .filter(|link| {
+                    observe::is_owned(&observe::LinkSummary::from_message(link), &self.groups)
+                })
                 .count() as u32,
         })
     }

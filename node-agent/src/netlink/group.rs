@@ -14,6 +14,7 @@ use rtnetlink::LinkUnspec;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use tracing::{debug, info, warn};
 
+use super::observe::LinkSummary;
 use super::{ENODEV, EOPNOTSUPP, LinkManager, NetlinkError, errno, observe};
 use crate::ownership::{GroupRole, LinkRef};
 
@@ -42,7 +43,7 @@ impl LinkManager {
         let Some(current) = self.link_by_index(link.ifindex).await? else {
             return Ok(false);
         };
-        if !self.is_this_owned_link(&current, link) {
+        if !self.is_this_owned_link(&LinkSummary::from_message(&current), link) {
             return Err(NetlinkError::NotOwned(link.clone()));
         }
         self.delete_by_index(link).await
@@ -59,11 +60,8 @@ impl LinkManager {
         }
     }
 
-    fn is_this_owned_link(&self, current: &LinkMessage, link: &LinkRef) -> bool {
-        let named = current
-            .attributes
-            .contains(&LinkAttribute::IfName(link.name.clone()));
-        named && observe::is_owned(current, &self.groups)
+    fn is_this_owned_link(&self, current: &LinkSummary, link: &LinkRef) -> bool {
+        current.is_named(&link.name) && observe::is_owned(current, &self.groups)
     }
 
     /// Deletes a batch of owned links with one group deletion (see the module docs). Links not
@@ -71,10 +69,8 @@ impl LinkManager {
     pub async fn delete_links(&self, links: &[LinkRef]) -> Result<BatchDeletion, NetlinkError> {
         let mut outcome = BatchDeletion::default();
         let current = self.dump_links().await?;
-        let by_index: HashMap<u32, &LinkMessage> = current
-            .iter()
-            .map(|link| (link.header.index, link))
-            .collect();
+        let by_index: HashMap<u32, &LinkSummary> =
+            current.iter().map(|link| (link.index, link)).collect();
         let mut doomed = Vec::new();
         for link in links {
             match by_index.get(&link.ifindex) {
@@ -83,11 +79,7 @@ impl LinkManager {
                     doomed.push(link.clone())
                 }
                 // Same ifindex, another name: ours is gone and the index was reused.
-                Some(message)
-                    if !message
-                        .attributes
-                        .contains(&LinkAttribute::IfName(link.name.clone())) =>
-                {
+                Some(message) if !message.is_named(&link.name) => {
                     outcome.already_gone.push(link.clone())
                 }
                 Some(_) => {
@@ -104,10 +96,7 @@ impl LinkManager {
             .map(|owned| owned.link)
             .collect();
         let foreign_in_doomed = current.iter().any(|message| {
-            message
-                .attributes
-                .contains(&LinkAttribute::Group(self.groups.doomed))
-                && !observe::is_owned(message, &self.groups)
+            message.group == self.groups.doomed && !observe::is_owned(message, &self.groups)
         });
 
         if doomed.is_empty() && leftovers.is_empty() {
@@ -211,7 +200,7 @@ impl LinkManager {
         let Some(current) = self.link_by_index(link.ifindex).await? else {
             return Err(NetlinkError::LinkGone(link.clone()));
         };
-        if !self.is_this_owned_link(&current, link) {
+        if !self.is_this_owned_link(&LinkSummary::from_message(&current), link) {
             return Err(NetlinkError::NotOwned(link.clone()));
         }
         let tag = LinkUnspec::new_with_index(link.ifindex)

@@ -1,13 +1,13 @@
 //! macvtap links on pool devices.
 
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkInfo, LinkMessage,
-    MacVtapMode as KernelMode,
+    InfoKind, LinkAttribute, LinkMessage, MacVtapMode as KernelMode,
 };
 use rtnetlink::{LinkMacVtap, LinkUnspec};
 use switchyard_crds::MacvtapMode;
 use tracing::{debug, info};
 
+use super::observe::LinkSummary;
 use super::{
     EEXIST, EINVAL, ENODEV, LinkManager, NetlinkError, RealisedLink, errno, observe, parse_mac,
 };
@@ -43,17 +43,6 @@ pub(super) fn api_mode(mode: &KernelMode) -> Option<MacvtapMode> {
         KernelMode::Passthrough => Some(MacvtapMode::Passthrough),
         _ => None,
     }
-}
-
-/// The macvtap mode of a link message, if it is a macvtap.
-fn macvtap_mode(link: &LinkMessage) -> Option<KernelMode> {
-    observe::link_infos(link).find_map(|info| match info {
-        LinkInfo::Data(InfoData::MacVtap(data)) => data.iter().find_map(|item| match item {
-            InfoMacVtap::Mode(mode) => Some(*mode),
-            _ => None,
-        }),
-        _ => None,
-    })
 }
 
 impl LinkManager {
@@ -190,12 +179,10 @@ impl LinkManager {
                 port_uid: request.port_uid.to_string(),
             });
         }
-        let is_macvtap = observe::link_infos(&existing)
-            .any(|info| matches!(info, LinkInfo::Kind(InfoKind::MacVtap)));
-        let same_lower = existing
-            .attributes
-            .contains(&LinkAttribute::Link(lower_index));
-        let same_mode = macvtap_mode(&existing) == Some(kernel_mode(request.mode));
+        let summary = LinkSummary::from_message(&existing);
+        let is_macvtap = summary.kind == Some(InfoKind::MacVtap);
+        let same_lower = summary.linked == Some(lower_index);
+        let same_mode = summary.macvtap_mode == Some(kernel_mode(request.mode));
         if is_macvtap && same_lower && same_mode {
             return Ok(Some(existing));
         }
@@ -211,7 +198,9 @@ impl LinkManager {
     /// Whether a link is in an owned group and is this port's: its alias is the UID, or it has
     /// no alias (a crash before the alias was set) and the name derived from the UID.
     pub(super) fn belongs_to_port(&self, link: &LinkMessage, port_uid: &str) -> bool {
-        let Some(owned) = observe::to_owned_link(link, &self.groups, &Default::default()) else {
+        let summary = LinkSummary::from_message(link);
+        let Some(owned) = observe::to_owned_link(&summary, &self.groups, &Default::default())
+        else {
             return false;
         };
         match owned.port_uid {
