@@ -1,4 +1,4 @@
-//! Conformance of the nftables generator with libvirt's own expected commands (see
+//! Conformance of the firewall generators (nftables, and iptables beside it) with libvirt's own expected commands (see
 //! `firewall_golden` for how they are read and compared). Prints a tally line and fails if
 //! any count falls short.
 
@@ -8,17 +8,39 @@ use std::fs;
 
 use firewall_golden::{NETWORKS, data_dir};
 
+/// Both backends; iptables is counted beside nftables (switchyard's nodes use nftables).
 #[test]
-fn nftables_commands_equal_libvirts() {
-    let tally = firewall_golden::nftables();
+fn firewall_commands_equal_libvirts() {
+    let nftables = firewall_golden::nftables();
+    let iptables = firewall_golden::iptables();
     eprintln!(
-        "libvirt generated: nftables {}/{} (table set-up {}/1)",
-        tally.networks,
+        "libvirt generated: nftables {}/{} (table set-up {}/1), iptables {}/{} (chain set-up {}/1)",
+        nftables.networks,
         NETWORKS.len(),
-        u8::from(tally.setup)
+        u8::from(nftables.setup),
+        iptables.networks,
+        NETWORKS.len(),
+        u8::from(iptables.setup)
     );
-    assert!(tally.failures.is_empty(), "{}", tally.failures.join("\n\n"));
-    assert_eq!((tally.networks, tally.setup), (NETWORKS.len(), true));
+    let failures: Vec<&String> = nftables.failures.iter().chain(&iptables.failures).collect();
+    assert!(
+        failures.is_empty(),
+        "{}",
+        failures
+            .iter()
+            .map(|f| f.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+    assert_eq!(
+        (
+            nftables.networks,
+            nftables.setup,
+            iptables.networks,
+            iptables.setup
+        ),
+        (NETWORKS.len(), true, NETWORKS.len(), true)
+    );
 }
 
 /// Every network in the data directory is one of the 11, so none is left unchecked.

@@ -7,12 +7,15 @@
 //! the same host never sees its rules touched, and [`LIBVIRT_TABLE`] reproduces libvirt.
 //!
 //! - [`nftables`]: the table and chain set-up and each network's rules, command by command.
+//! - [`iptables`]: the same for libvirt's iptables backend (its own chains in the host's
+//!   filter, nat and mangle tables), for comparison with libvirt's other golden files.
 //! - [`removal`]: the commands that take a network's rules away again, built as libvirt builds
 //!   them from the handles `nft -ae` echoed.
 //! - [`script`]: the same rules as one `nft -f` script, one atomic transaction.
 //!
 //! Everything here is pure: the node agent runs the commands or the script.
 
+pub mod iptables;
 pub mod nftables;
 pub mod removal;
 pub mod script;
@@ -42,8 +45,12 @@ const TABLE_NAME_MAX: usize = 255;
 pub enum Program {
     /// nftables' `nft`.
     Nft,
-    /// iproute2's `tc` (libvirt's DHCP checksum fix).
+    /// iproute2's `tc` (the nftables backend's DHCP checksum fix).
     Tc,
+    /// `iptables` (libvirt's iptables backend, IPv4).
+    Iptables,
+    /// `ip6tables` (libvirt's iptables backend, IPv6).
+    Ip6tables,
 }
 
 impl Program {
@@ -52,6 +59,16 @@ impl Program {
         match self {
             Self::Nft => "nft",
             Self::Tc => "tc",
+            Self::Iptables => "iptables",
+            Self::Ip6tables => "ip6tables",
+        }
+    }
+
+    /// The iptables program of an address family.
+    pub fn iptables(family: Family) -> Self {
+        match family {
+            Family::Ipv4 => Self::Iptables,
+            Family::Ipv6 => Self::Ip6tables,
         }
     }
 }
@@ -96,22 +113,23 @@ impl Command {
         argv
     }
 
-    /// Whether the command only looks (`nft list`, `tc qdisc show`); the set-up reads what it
-    /// prints to decide what is missing.
+    /// Whether the command only looks (`nft list`, `tc qdisc show`, `iptables --list-rules`);
+    /// the set-up reads what it prints to decide what is missing.
     pub fn is_query(&self) -> bool {
         match self.program {
             Program::Nft => self.args.first().is_some_and(|a| a == "list"),
             Program::Tc => self.args.get(1).is_some_and(|a| a == "show"),
+            Program::Iptables | Program::Ip6tables => self.args.iter().any(|a| a == "--list-rules"),
         }
     }
 }
 
 impl fmt::Display for Command {
     /// The command as one line: an nft command in nft's own syntax (as in an `nft -f` script,
-    /// without the program name and `-ae`), a tc command with its program name.
+    /// without the program name and `-ae`), any other with its program name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.program == Program::Tc {
-            write!(f, "tc ")?;
+        if self.program != Program::Nft {
+            write!(f, "{} ", self.program.name())?;
         }
         f.write_str(&self.args.join(" "))
     }

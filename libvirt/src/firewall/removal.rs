@@ -1,7 +1,8 @@
 //! Taking a network's firewall away as libvirt does (virfirewall.c): every rule, chain or
 //! table its transaction created is deleted by the handle `nft -ae` echoed when it was
-//! created, the checksum filter by repeating its words with `del`, all in reverse order. The
-//! table and chains of the set-up are never removed.
+//! created, the checksum filter by repeating its words with `del`, an iptables rule by
+//! repeating its words with `--delete`, all in reverse order. The table and chains of the
+//! set-up are never removed.
 
 use super::nftables::checksum_filter;
 use super::{Command, Program};
@@ -58,6 +59,22 @@ fn undo(step: &Applied<'_>) -> Result<Option<Command>, MissingHandle> {
             }
             _ => None,
         }),
+        // virfirewall.c: iptables deletes a rule given the same words with --delete.
+        Program::Iptables | Program::Ip6tables => {
+            Ok(args.iter().any(|a| a == "--insert").then(|| Command {
+                args: args
+                    .iter()
+                    .map(|a| {
+                        if a == "--insert" {
+                            "--delete".into()
+                        } else {
+                            a.clone()
+                        }
+                    })
+                    .collect(),
+                ..step.command.clone()
+            }))
+        }
         Program::Nft => {
             let creates = matches!(arg(0), Some("add" | "insert" | "create"));
             let object = arg(1).filter(|o| matches!(*o, "rule" | "chain" | "table"));
@@ -151,6 +168,27 @@ mod tests {
                 "nft delete rule ip t guest_output handle 11",
                 "tc filter del dev virbr0 prio 2 protocol ip parent 1: u32 match ip dport 68 ffff action csum ip and udp",
             ]
+        );
+    }
+
+    #[test]
+    fn iptables_rules_are_deleted_with_their_own_words() {
+        let insert = Command {
+            program: Program::Ip6tables,
+            echo_handle: false,
+            args: "-w --table filter --insert LIBVIRT_FWO --in-interface virbr0 --jump REJECT"
+                .split(' ')
+                .map(String::from)
+                .collect(),
+        };
+        let removal = removal_commands(&[Applied {
+            command: &insert,
+            output: "",
+        }])
+        .unwrap();
+        assert_eq!(
+            removal[0].argv().join(" "),
+            "ip6tables -w --table filter --delete LIBVIRT_FWO --in-interface virbr0 --jump REJECT"
         );
     }
 

@@ -5,13 +5,14 @@
 //! line joined by ` \` + newline, shell-quoted; `base.nftables` is the table set-up the first
 //! network in a process also runs. Each `<name>.xml` is imported, its commands generated for
 //! libvirt's table name, and compared with `<name>-linux.nftables` command line by command
-//! line, program and `-ae` included.
+//! line, program and `-ae` included; likewise the iptables backend with `<name>-linux.iptables`
+//! and `base.iptables`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use switchyard_libvirt::firewall::nftables::{network_commands, setup_commands};
-use switchyard_libvirt::firewall::{LIBVIRT_TABLE, bridge_name};
+use switchyard_libvirt::firewall::{Command, FirewallError, LIBVIRT_TABLE, bridge_name};
+use switchyard_libvirt::firewall::{iptables, nftables};
 use switchyard_libvirt::network_from_xml;
 
 /// The 11 networks of networkxml2firewalltest.c.
@@ -70,24 +71,43 @@ fn differences(got: &[Vec<String>], want: &[Vec<String>]) -> String {
     format!("--- got\n{}\n--- want\n{}", show(got), show(want))
 }
 
-/// Compares every command set and the set-up.
+/// Compares the nftables backend's command sets and set-up.
 pub fn nftables() -> Tally {
+    compare(
+        "nftables",
+        nftables::setup_commands(LIBVIRT_TABLE).unwrap(),
+        |spec, bridge| nftables::network_commands(spec, bridge, LIBVIRT_TABLE),
+    )
+}
+
+/// Compares the iptables backend's command sets and set-up.
+pub fn iptables() -> Tally {
+    compare(
+        "iptables",
+        iptables::setup_commands(),
+        iptables::network_commands,
+    )
+}
+
+fn compare(
+    backend: &str,
+    setup: Vec<Command>,
+    generate: impl Fn(&switchyard_crds::NetworkSpec, &str) -> Result<Vec<Command>, FirewallError>,
+) -> Tally {
     let mut tally = Tally::default();
-    let setup: Vec<Vec<String>> = setup_commands(LIBVIRT_TABLE)
-        .unwrap()
-        .iter()
-        .map(|c| c.argv())
-        .collect();
-    let base = golden_commands("base.nftables");
+    let setup: Vec<Vec<String>> = setup.iter().map(|c| c.argv()).collect();
+    let base_file = format!("base.{backend}");
+    let base = golden_commands(&base_file);
     tally.setup = setup == base;
     if !tally.setup {
         tally
             .failures
-            .push(format!("base.nftables: {}", differences(&setup, &base)));
+            .push(format!("{base_file}: {}", differences(&setup, &base)));
     }
 
     for name in NETWORKS {
-        let want = golden_commands(&format!("{name}-linux.nftables"));
+        let file = format!("{name}-linux.{backend}");
+        let want = golden_commands(&file);
         let network = match network_from_xml(&read(&data_dir().join(format!("{name}.xml")))) {
             Ok(network) => network,
             Err(err) => {
@@ -95,8 +115,8 @@ pub fn nftables() -> Tally {
                 continue;
             }
         };
-        let generated = bridge_name(&network.spec)
-            .and_then(|bridge| network_commands(&network.spec, bridge, LIBVIRT_TABLE));
+        let generated =
+            bridge_name(&network.spec).and_then(|bridge| generate(&network.spec, bridge));
         match generated {
             Ok(commands) => {
                 let got: Vec<Vec<String>> = commands.iter().map(|c| c.argv()).collect();
@@ -105,10 +125,10 @@ pub fn nftables() -> Tally {
                 } else {
                     tally
                         .failures
-                        .push(format!("{name}: {}", differences(&got, &want)));
+                        .push(format!("{file}: {}", differences(&got, &want)));
                 }
             }
-            Err(err) => tally.failures.push(format!("{name}: not generated: {err}")),
+            Err(err) => tally.failures.push(format!("{file}: not generated: {err}")),
         }
     }
     tally
