@@ -1,6 +1,6 @@
 //! The built `kubectl-switchyard` binary, run on libvirt's corpus and small hand-written files.
-//! No cluster is involved: `export NAME` is only checked for its failure without one (the
-//! end-to-end crate covers it against a real API server).
+//! No cluster is involved: `export NAME` is only checked for its failure without one
+//! (tests/cluster.rs runs it, and `explain-port --network NAME`, against the local apiserver).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
