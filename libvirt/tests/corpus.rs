@@ -10,10 +10,12 @@
 //! - networkxml2confdata/ and networkxml2firewalldata/: every network XML must import. The
 //!   dnsmasq configurations and firewall commands libvirt generates from them are counted in
 //!   [`GENERATED_OUTPUTS`], each with its state; generated ones are compared (the firewall
-//!   commands through `firewall_golden`, shared with nftables_conformance.rs).
+//!   commands through `firewall_golden`, shared with nftables_conformance.rs, the dnsmasq
+//!   files through `dnsmasq_golden`, shared with dnsmasq_conformance.rs).
 //!
 //! The test prints a tally line and fails if any count falls short.
 
+mod dnsmasq_golden;
 mod firewall_golden;
 
 use std::collections::BTreeMap;
@@ -107,6 +109,14 @@ enum Generation {
     Compared(fn() -> usize),
 }
 
+fn dnsmasq_configurations() -> usize {
+    dnsmasq_golden::compare_corpus().conf.0
+}
+
+fn dnsmasq_hostsfiles() -> usize {
+    dnsmasq_golden::compare_corpus().hostsfile.0
+}
+
 fn nftables_command_sets() -> usize {
     firewall_golden::nftables().networks
 }
@@ -132,14 +142,14 @@ const GENERATED_OUTPUTS: [(&str, &str, &str, usize, Generation); 6] = [
         "networkxml2confdata",
         "*.conf",
         27,
-        Generation::NotYet,
+        Generation::Compared(dnsmasq_configurations),
     ),
     (
         "dnsmasq hostsfiles",
         "networkxml2confdata",
         "*.hostsfile",
         14,
-        Generation::NotYet,
+        Generation::Compared(dnsmasq_hostsfiles),
     ),
     (
         "nftables command sets",
