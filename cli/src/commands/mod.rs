@@ -24,7 +24,8 @@ pub enum Command {
     ExplainPort(explain_port::Args),
     /// Check whether a guest's interfaces fit on candidate nodes now, with the reasons.
     CheckMigration(check_migration::Args),
-    /// Print what a node would run for a network: its nftables rules (--nftables).
+    /// Print what a node would run or write for a network: its nftables rules (--nftables),
+    /// dnsmasq configuration (--dnsmasq) or DHCP hostsfile (--hostsfile).
     Render(render::Args),
 }
 

@@ -1,12 +1,14 @@
-//! `render FILE|NAME --nftables`: what a node would run for a network — the answer to "what
-//! will this do to my host?".
+//! `render FILE|NAME --nftables|--dnsmasq|--hostsfile`: what a node would run or write for a
+//! network — the answer to "what will this do to my host?".
 
 use clap::ArgGroup;
+use switchyard_crds::Network;
+use switchyard_libvirt::dnsmasq::{self, Paths, SWITCHYARD_STATE_DIR};
 use switchyard_libvirt::firewall::nftables::{network_commands, setup_commands};
 use switchyard_libvirt::firewall::{
     FirewallError, SWITCHYARD_TABLE, bridge_name, check_table_name, has_firewall,
 };
-use switchyard_libvirt::validate_network;
+use switchyard_libvirt::{modes, validate_network};
 
 use super::problem_lines;
 use crate::failure::Failure;
@@ -32,6 +34,17 @@ pub struct Args {
     /// With --nftables: first the table and chain set-up a node runs before its first network.
     #[arg(long, requires = "nftables")]
     with_setup: bool,
+    /// dnsmasq's configuration file. Networks without a managed bridge (not nat, route, open
+    /// or isolated) get none.
+    #[arg(long, group = "what")]
+    dnsmasq: bool,
+    /// dnsmasq's DHCP hostsfile (static hosts, one per line; empty without any).
+    #[arg(long, group = "what")]
+    hostsfile: bool,
+    /// The directory of the dnsmasq files, as written into the configuration;
+    /// `/var/lib/libvirt/dnsmasq` prints libvirt's own files.
+    #[arg(long, value_name = "DIR", default_value = SWITCHYARD_STATE_DIR)]
+    state_dir: String,
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
@@ -42,6 +55,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "{name}: not rendered, a node refuses this network:\n{}",
             problem_lines(&problems, false)
         )));
+    }
+    if args.dnsmasq || args.hostsfile {
+        return render_dnsmasq(&args, &name, &network);
     }
     // Open networks and unmanaged modes get no rules, and so never cause the set-up either.
     if !has_firewall(&network.spec) {
@@ -55,5 +71,36 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let bridge = bridge_name(&network.spec).map_err(invalid)?;
     commands.extend(network_commands(&network.spec, bridge, &args.table).map_err(invalid)?);
     let text: String = commands.iter().map(|c| format!("{c}\n")).collect();
+    output::emit(&text)
+}
+
+/// `--dnsmasq` / `--hostsfile`: the file a node writes. A foreground dnsmasq needs no pid file.
+fn render_dnsmasq(args: &Args, name: &str, network: &Network) -> Result<(), Failure> {
+    if let Some(problem) = dnsmasq::line_problem(&args.state_dir) {
+        return Err(Failure::Input(anyhow::anyhow!("--state-dir {problem}")));
+    }
+    let spec = &network.spec;
+    if modes::realisation(spec) != modes::Realisation::ManagedBridge {
+        eprintln!(
+            "{name}: forward mode {} runs no dnsmasq; nothing to render",
+            modes::mode_name(spec)
+        );
+        return Ok(());
+    }
+    if !dnsmasq::runs_dnsmasq(spec) {
+        eprintln!(
+            "note: {name}: a node starts no dnsmasq for this network (no address, or no DHCP or TFTP with DNS disabled); this is what it would write"
+        );
+    }
+    let invalid = |err: dnsmasq::DnsmasqError| Failure::Invalid(format!("{name}: {err}"));
+    let text = if args.hostsfile {
+        dnsmasq::hostsfile(spec).map_err(invalid)?
+    } else {
+        let paths = Paths {
+            state_dir: args.state_dir.clone(),
+            pid_file: None,
+        };
+        dnsmasq::conf(network, &paths).map_err(invalid)?
+    };
     output::emit(&text)
 }

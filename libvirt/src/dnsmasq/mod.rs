@@ -46,6 +46,10 @@ pub use hosts::{addn_hosts, hostsfile};
 /// libvirt's state directory for dnsmasq files (system daemon).
 pub const LIBVIRT_STATE_DIR: &str = "/var/lib/libvirt/dnsmasq";
 
+/// switchyard's own state directory for a node's dnsmasq files: beside libvirt's, never in it,
+/// so that a libvirtd on the same host keeps its files.
+pub const SWITCHYARD_STATE_DIR: &str = "/var/lib/switchyard/dnsmasq";
+
 /// Where the dnsmasq files of a network live, as written into its configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
