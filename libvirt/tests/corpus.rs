@@ -9,7 +9,7 @@
 //!   of [`EXPECTED_REFUSALS`].
 //! - networkxml2confdata/ and networkxml2firewalldata/: every network XML must import. The
 //!   dnsmasq configurations and firewall commands libvirt generates from them are counted in
-//!   [`GENERATED_OUTPUTS`], each with its state; generated ones are compared (the firewall
+//!   [`GENERATED_OUTPUTS`] and compared with the generators' (the firewall
 //!   commands through `firewall_golden`, shared with nftables_conformance.rs, the dnsmasq
 //!   files through `dnsmasq_golden`, shared with dnsmasq_conformance.rs).
 //!
@@ -99,15 +99,9 @@ const EXPECTED_REFUSALS: [(&str, &str); 4] = [
     ),
 ];
 
-/// Whether switchyard produces a kind of libvirt's expected output yet.
-#[derive(Debug, Clone, Copy)]
-enum Generation {
-    /// No generator exists: the files are counted, never compared, and never reported as passing.
-    NotYet,
-    /// Generated: the function compares the generator's output with the files and returns how
-    /// many are equal (the generator's own conformance test shows the differences).
-    Compared(fn() -> usize),
-}
+/// Compares a generator's output with libvirt's files and returns how many are equal (the
+/// generator's own conformance test shows the differences).
+type Comparison = fn() -> usize;
 
 fn dnsmasq_configurations() -> usize {
     dnsmasq_golden::compare_corpus().conf.0
@@ -134,50 +128,50 @@ fn iptables_setup() -> usize {
 }
 
 /// The expected outputs of networkxml2conftest.c and networkxml2firewalltest.c: what they are,
-/// where they lie, which files, how many the corpus holds, and whether they are generated. A
-/// generator's own test compares its files and replaces its `NotYet` here.
-const GENERATED_OUTPUTS: [(&str, &str, &str, usize, Generation); 6] = [
+/// where they lie, which files, how many the corpus holds, and the comparison with the
+/// generator's output.
+const GENERATED_OUTPUTS: [(&str, &str, &str, usize, Comparison); 6] = [
     (
         "dnsmasq configurations",
         "networkxml2confdata",
         "*.conf",
         27,
-        Generation::Compared(dnsmasq_configurations),
+        dnsmasq_configurations,
     ),
     (
         "dnsmasq hostsfiles",
         "networkxml2confdata",
         "*.hostsfile",
         14,
-        Generation::Compared(dnsmasq_hostsfiles),
+        dnsmasq_hostsfiles,
     ),
     (
         "nftables command sets",
         "networkxml2firewalldata",
         "*-linux.nftables",
         11,
-        Generation::Compared(nftables_command_sets),
+        nftables_command_sets,
     ),
     (
         "iptables command sets",
         "networkxml2firewalldata",
         "*-linux.iptables",
         11,
-        Generation::Compared(iptables_command_sets),
+        iptables_command_sets,
     ),
     (
         "nftables table set-ups",
         "networkxml2firewalldata",
         "base*.nftables",
         1,
-        Generation::Compared(nftables_setup),
+        nftables_setup,
     ),
     (
         "iptables chain set-ups",
         "networkxml2firewalldata",
         "base*.iptables",
         1,
-        Generation::Compared(iptables_setup),
+        iptables_setup,
     ),
 ];
 
@@ -272,38 +266,31 @@ fn libvirt_corpus_conformance() {
     }
 
     let mut generated = Vec::new();
-    let mut not_generated = Vec::new();
-    for (what, dir, pattern, count, generation) in GENERATED_OUTPUTS {
+    for (what, dir, pattern, count, equal) in GENERATED_OUTPUTS {
         let found = files_matching(dir, pattern).len();
         if found != count {
             failures.push(format!(
                 "{dir}/{pattern}: {found} {what} in the corpus, GENERATED_OUTPUTS says {count}"
             ));
         }
-        match generation {
-            Generation::NotYet => not_generated.push(format!("{found} {what}")),
-            Generation::Compared(equal) => {
-                let equal = equal();
-                if equal < found {
-                    failures.push(format!(
-                        "{dir}/{pattern}: only {equal} of {found} {what} generated equal"
-                    ));
-                }
-                generated.push(format!("{equal}/{found} {what}"));
-            }
+        let equal = equal();
+        if equal < found {
+            failures.push(format!(
+                "{dir}/{pattern}: only {equal} of {found} {what} generated equal"
+            ));
         }
+        generated.push(format!("{equal}/{found} {what}"));
     }
 
     eprintln!(
-        "libvirt corpus: {}/{} round-trip byte-identical, {}/{} rejected for libvirt's reason, {}/{} imported; generated: {}; not yet generated: {}",
+        "libvirt corpus: {}/{} round-trip byte-identical, {}/{} rejected for libvirt's reason, {}/{} imported; generated: {}",
         byte_identical.0,
         byte_identical.1,
         rejected.0,
         rejected.1,
         imported.0,
         imported.1,
-        generated.join(", "),
-        not_generated.join(", ")
+        generated.join(", ")
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert_eq!(
