@@ -91,10 +91,22 @@ pub enum ReconcileError {
     Incomplete(&'static str),
 }
 
-/// A port the agent realised: the link it made, for deletion without a kernel lookup.
+/// A port the agent realised: the link it made (for deletion without a kernel lookup) and the
+/// pool device or bridge the kernel shows it on (to correct a status that says otherwise).
 #[derive(Debug, Clone)]
 struct Realised {
     link: LinkRef,
+    device: Option<String>,
+}
+
+/// A decision recovery made about a port that must stand until the port's spec changes (a lost
+/// link, a lost device conflict), kept here rather than only in a status write that may fail.
+#[derive(Debug, Clone)]
+struct HeldFailure {
+    /// The port's generation when the decision was made.
+    generation: Option<i64>,
+    reason: &'static str,
+    message: String,
 }
 
 /// What the agent knows that the kernel and the API do not say directly.
@@ -104,6 +116,9 @@ struct State {
     realised: HashMap<String, Realised>,
     /// Ports whose cleanup task is running.
     cleaning: HashSet<String>,
+    /// Recovery's failures by port UID, written to the port by its reconciles (and retried
+    /// like any write) until its spec changes.
+    held: HashMap<String, HeldFailure>,
 }
 
 /// Shared by the reconciler, the reporter and the HTTP endpoints.

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, TestOperation};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -10,7 +12,7 @@ use switchyard_crds::{ActualType, NetworkPort, NetworkPortStatus, PortActual, Po
 use switchyard_libvirt::merge::{EffectivePort, PortRequest, effective_port};
 use tracing::{debug, info, warn};
 
-use super::{Context, Realised, ReconcileError, finalizer, now, port_status};
+use super::{Context, HeldFailure, Realised, ReconcileError, finalizer, now, port_status};
 use crate::allocator::{AllocationError, PoolMember, Sharing};
 use crate::netlink::{BridgePortRequest, MacvtapRequest, NetlinkError, RealisedLink};
 use crate::port_key::PortKey;
@@ -83,6 +85,13 @@ fn key(port: &NetworkPort) -> PortKey {
 /// Realises the port, or says in its status why it cannot be.
 async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileError> {
     let uid = port.uid().ok_or(ReconcileError::Incomplete("uid"))?;
+    // Recovery's decision stands until the spec changes, whether or not its status write went
+    // through: a write that fails here is retried with backoff, and the port is never
+    // realised meanwhile (a lost conflict's port would be given the contested device).
+    if let Some(held) = held_failure(ctx, &uid, port.meta().generation) {
+        write_failure(port, ctx, PortPhase::Failed, held.reason, &held.message).await?;
+        return Ok(Action::await_change());
+    }
     if already_realised(port, ctx, &uid) || failed_for_good(port) {
         return Ok(Action::await_change());
     }
@@ -202,6 +211,7 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
                 uid.clone(),
                 Realised {
                     link: link.link.clone(),
+                    device: actual.device.clone(),
                 },
             );
             ctx.report.notify_one();
@@ -218,7 +228,20 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
     }
 }
 
-/// Whether the port's status already describes the link the agent holds for it.
+/// Recovery's failure of the port while its spec is the one it was decided on; a changed spec
+/// drops it (the port is then reconciled as any other).
+fn held_failure(ctx: &Context, uid: &str, generation: Option<i64>) -> Option<HeldFailure> {
+    let mut state = ctx.state();
+    let held = state.held.get(uid)?;
+    if held.generation == generation {
+        return Some(held.clone());
+    }
+    state.held.remove(uid);
+    None
+}
+
+/// Whether the port's status already describes the link the agent holds for it: its name,
+/// ifindex and device as the kernel shows them (a status someone else changed is rewritten).
 fn already_realised(port: &NetworkPort, ctx: &Context, uid: &str) -> bool {
     let state = ctx.state();
     let Some(realised) = state.realised.get(uid) else {
@@ -226,9 +249,11 @@ fn already_realised(port: &NetworkPort, ctx: &Context, uid: &str) -> bool {
     };
     let status = port.status.as_ref();
     status.and_then(|s| s.phase) == Some(PortPhase::Ready)
-        && status
-            .and_then(|s| s.actual.as_ref())
-            .is_some_and(|a| a.link_name == realised.link.name)
+        && status.and_then(|s| s.actual.as_ref()).is_some_and(|a| {
+            a.link_name == realised.link.name
+                && a.ifindex == Some(realised.link.ifindex)
+                && (realised.device.is_none() || a.device == realised.device)
+        })
         && status.and_then(|s| s.observed_generation) == port.meta().generation
 }
 
@@ -346,6 +371,7 @@ async fn finish_cleanup(
             .map_err(ReconcileError::Delete)?;
         ctx.state().realised.remove(uid);
     }
+    ctx.state().held.remove(uid);
     {
         let _slot = ctx.api_slots.acquire().await;
         finalizer::remove(api, port).await?;
@@ -415,8 +441,10 @@ async fn write_failure(
     write_status(port, ctx, &status).await
 }
 
-/// Server-side applies the port's status under the agent's field manager; skipped when the
-/// port already shows it.
+/// Replaces the port's whole status (a JSON patch of `/status`, pinned to the port's UID);
+/// skipped when the port already shows it. Replaced rather than server-side applied: the agent
+/// owns all of `status`, and an apply leaves fields another manager set inside `actual`,
+/// which can leave an `actual` the schema refuses (422) or one that disagrees with the kernel.
 pub(super) async fn write_status(
     port: &NetworkPort,
     ctx: &Context,
@@ -425,17 +453,26 @@ pub(super) async fn write_status(
     if !port_status::differs(port.status.as_ref(), status) {
         return Ok(());
     }
+    let uid = port.uid().ok_or(ReconcileError::Incomplete("uid"))?;
     let api =
         Api::<NetworkPort>::namespaced(ctx.client.clone(), &port.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": NetworkPort::api_version(&()),
-        "kind": NetworkPort::kind(&()),
-        "status": status,
-    });
+    let patch = JsonPatch(vec![
+        PatchOperation::Test(TestOperation {
+            path: PointerBuf::from_tokens(["metadata", "uid"]),
+            value: uid.into(),
+        }),
+        PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["status"]),
+            value: serde_json::to_value(status).unwrap_or_default(),
+        }),
+    ]);
     api.patch_status(
         &port.name_any(),
-        &PatchParams::apply(&ctx.manager).force(),
-        &Patch::Apply(&patch),
+        &PatchParams {
+            field_manager: Some(ctx.manager.clone()),
+            ..PatchParams::default()
+        },
+        &Patch::Json::<()>(patch),
     )
     .await?;
     ctx.metrics.wrote("NetworkPort");

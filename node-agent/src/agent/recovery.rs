@@ -11,7 +11,7 @@ use switchyard_crds::{NetworkPort, PortPhase};
 use switchyard_libvirt::merge::{PortRequest, effective_port};
 use tracing::{info, warn};
 
-use super::{AgentError, Context, Realised, now, port_status, ports};
+use super::{AgentError, Context, HeldFailure, Realised, now, port_status, ports};
 use crate::plan::{LinkAction, PortAction, PortRecord, actual_is_exclusive, plan_recovery};
 use crate::port_key::PortKey;
 
@@ -62,20 +62,41 @@ pub(super) async fn recover(
         state.ledger = plan.ledger.clone();
         for decision in &plan.ports {
             match &decision.action {
-                PortAction::Count { link, .. } => {
-                    state
-                        .realised
-                        .insert(decision.uid.clone(), Realised { link: link.clone() });
+                PortAction::Count { link, device, .. } => {
+                    state.realised.insert(
+                        decision.uid.clone(),
+                        Realised {
+                            link: link.clone(),
+                            device: device.clone(),
+                        },
+                    );
                 }
                 PortAction::Conflict {
                     kept_link: Some(link),
+                    device,
                     ..
                 } => {
-                    state
-                        .realised
-                        .insert(decision.uid.clone(), Realised { link: link.clone() });
+                    state.realised.insert(
+                        decision.uid.clone(),
+                        Realised {
+                            link: link.clone(),
+                            device: Some(device.clone()),
+                        },
+                    );
                 }
                 _ => {}
+            }
+            if let Some(port) = by_uid.get(&decision.uid)
+                && let Some((reason, message)) = failure(&decision.action)
+            {
+                state.held.insert(
+                    decision.uid.clone(),
+                    HeldFailure {
+                        generation: port.metadata.generation,
+                        reason,
+                        message,
+                    },
+                );
             }
         }
     }
@@ -85,12 +106,8 @@ pub(super) async fn recover(
         let Some(port) = by_uid.get(&decision.uid) else {
             continue;
         };
-        let (reason, message) = match &decision.action {
-            PortAction::Fail { reason, message } => (LINK_LOST, format!("{reason}: {message}")),
-            PortAction::Conflict { message, .. } => {
-                (crate::plan::REASON_DEVICE_CONFLICT, message.clone())
-            }
-            _ => continue,
+        let Some((reason, message)) = failure(&decision.action) else {
+            continue;
         };
         warn!(port = %decision.key, reason, %message, "port cannot be realised after restart");
         let status = port_status::not_ready(
@@ -102,11 +119,23 @@ pub(super) async fn recover(
             &now(),
         );
         if let Err(error) = ports::write_status(port, ctx, &status).await {
-            warn!(port = %decision.key, %error, "could not record the port's failure; it will be retried");
+            // Held in the agent's state: the port's reconcile writes it, retrying as it does.
+            warn!(port = %decision.key, %error, "could not record the port's failure yet; its reconcile retries");
         }
     }
     ctx.report.notify_one();
     Ok(())
+}
+
+/// The condition a recovery decision leaves on its port until the port's spec changes.
+fn failure(action: &PortAction) -> Option<(&'static str, String)> {
+    match action {
+        PortAction::Fail { reason, message } => Some((LINK_LOST, format!("{reason}: {message}"))),
+        PortAction::Conflict { message, .. } => {
+            Some((crate::plan::REASON_DEVICE_CONFLICT, message.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// A port as recovery sees it; `None` for a port without UID (never from the apiserver).
