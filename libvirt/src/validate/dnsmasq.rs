@@ -7,9 +7,11 @@
 //!   the rule covers every written value, `dnsmasqOptions` included. DHCP ranges must be
 //!   countable as libvirt's parser counts them (`virSocketAddrGetRange`).
 //! - [`limits`] (define time): what dnsmasq would misread or libvirt would fail to start with:
-//!   a `,` in a DHCP host name (the hostsfile's field separator), blanks in a DNS hostname
-//!   (addn-hosts' separator), a `localPtr` whose prefix names no reverse zone, two static
-//!   hosts with one address, and more static hosts than dnsmasq will lease.
+//!   field separators inside one value (`,` in SRV targets and domains, boot files, TFTP roots
+//!   and the domain; `/` in domains; blanks in DNS hostnames), DHCP host names dnsmasq refuses
+//!   (anything but letters, digits, `-`, `_` and `.`), a `localPtr` whose prefix names no
+//!   reverse zone, two static hosts with one address, and more static hosts than dnsmasq will
+//!   lease.
 //!
 //! How many DHCP hosts: there is no fixed limit. dnsmasq hands out at most `dhcp-lease-max`
 //! leases, static ones included; libvirt sets it to the number of addresses in the network's
@@ -243,44 +245,89 @@ pub(super) fn limits(spec: &NetworkSpec, problems: &mut Problems) {
     }
 }
 
-/// Characters that separate fields in the hostsfile (`,`) and addn-hosts (blanks).
+/// Characters dnsmasq reads as field separators where switchyard writes one value, and DHCP
+/// host names dnsmasq refuses ("bad DHCP host name": it then gives that host no lease).
 fn separators(spec: &NetworkSpec, problems: &mut Problems) {
     let root = FieldPath::spec();
+    if let Some(domain) = &spec.domain {
+        let path = root.elem("domain", "domain").attr("name", "name");
+        forbid(
+            problems,
+            path,
+            &domain.name,
+            &[',', '/'],
+            "dnsmasq's domain= and local=",
+        );
+    }
     for (i, ip) in spec.ips.iter().enumerate() {
+        let ip_path = root.elem("ips", "ip").index(i);
+        if let Some(tftp_root) = &ip.tftp_root {
+            let path = ip_path.elem("tftpRoot", "tftp/@root");
+            forbid(problems, path, tftp_root, &[','], "dnsmasq's tftp-root=");
+        }
         let Some(dhcp) = &ip.dhcp else { continue };
+        let dhcp_path = ip_path.elem("dhcp", "dhcp");
+        if let Some(bootp) = &dhcp.bootp {
+            let path = dhcp_path.elem("bootp", "bootp").attr("file", "file");
+            forbid(problems, path, &bootp.file, &[','], "dnsmasq's dhcp-boot=");
+        }
         for (j, host) in dhcp.hosts.iter().enumerate() {
-            if let Some(name) = host.name.as_deref().filter(|n| n.contains(',')) {
+            let Some(name) = &host.name else { continue };
+            if let Some(c) = name
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            {
                 problems.add(
-                    &root
-                        .elem("ips", "ip")
-                        .index(i)
-                        .elem("dhcp", "dhcp")
+                    &dhcp_path
                         .elem("hosts", "host")
                         .index(j)
                         .attr("name", "name"),
                     format!(
-                        "host name '{name}' must not contain ',': it separates the fields of dnsmasq's hostsfile"
+                        "host name '{name}' must not contain '{c}': dnsmasq takes only letters, digits, '-', '_' and '.' in a DHCP host name (and ',' separates the hostsfile's fields)"
                     ),
                 );
             }
         }
     }
     let Some(dns) = &spec.dns else { return };
+    let dns_path = root.elem("dns", "dns");
+    for (i, forwarder) in dns.forwarders.iter().enumerate() {
+        if let Some(domain) = &forwarder.domain {
+            let path = dns_path
+                .elem("forwarders", "forwarder")
+                .index(i)
+                .attr("domain", "domain");
+            forbid(problems, path, domain, &['/', ','], "dnsmasq's server=");
+        }
+    }
+    for (i, srv) in dns.srvs.iter().enumerate() {
+        let srv_path = dns_path.elem("srvs", "srv").index(i);
+        if let Some(domain) = &srv.domain {
+            let path = srv_path.attr("domain", "domain");
+            forbid(problems, path, domain, &[','], "dnsmasq's srv-host=");
+        }
+        if let Some(target) = &srv.target {
+            let path = srv_path.attr("target", "target");
+            forbid(problems, path, target, &[','], "dnsmasq's srv-host=");
+        }
+    }
     for (i, host) in dns.hosts.iter().enumerate() {
         for (j, name) in host.hostnames.iter().enumerate() {
-            if name.contains([' ', '\t']) {
-                problems.add(
-                    &root
-                        .elem("dns", "dns")
-                        .elem("hosts", "host")
-                        .index(i)
-                        .elem("hostnames", "hostname")
-                        .index(j),
-                    format!(
-                        "hostname '{name}' must not contain blanks: they separate names in dnsmasq's hosts file"
-                    ),
-                );
-            }
+            let path = dns_path
+                .elem("hosts", "host")
+                .index(i)
+                .elem("hostnames", "hostname")
+                .index(j);
+            forbid(problems, path, name, &[' ', '\t'], "dnsmasq's hosts file");
         }
+    }
+}
+
+fn forbid(problems: &mut Problems, path: FieldPath, value: &str, chars: &[char], role: &str) {
+    if let Some(c) = value.chars().find(|c| chars.contains(c)) {
+        problems.add(
+            &path,
+            format!("'{value}' must not contain '{c}': it separates the fields of {role}"),
+        );
     }
 }

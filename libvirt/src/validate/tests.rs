@@ -593,17 +593,60 @@ fn line_breaks_in_dnsmasq_values_are_refused() {
 }
 
 #[test]
-fn hostsfile_and_addn_hosts_separators_are_refused() {
+fn dnsmasq_field_separators_and_bad_host_names_are_refused() {
     assert_problem(
         "ips: [{address: 10.9.0.1, prefix: 24, dhcp: {hosts: [{mac: '52:54:00:00:00:01', name: 'vm,ignore', ip: 10.9.0.5}]}}]",
         "spec.ips[0].dhcp.hosts[0].name",
         "must not contain ','",
     );
     assert_problem(
-        "dns: {hosts: [{ip: 10.9.0.5, hostnames: ['a b']}]}",
-        "spec.dns.hosts[0].hostnames[0]",
-        "must not contain blanks",
+        "ips: [{address: 10.9.0.1, prefix: 24, dhcp: {hosts: [{mac: '52:54:00:00:00:01', name: 'a*b', ip: 10.9.0.5}]}}]",
+        "spec.ips[0].dhcp.hosts[0].name",
+        "dnsmasq takes only letters, digits",
     );
+    assert_valid(
+        "ips: [{address: 10.9.0.1, prefix: 24, dhcp: {hosts: [{mac: '52:54:00:00:00:01', name: a_b.example-1, ip: 10.9.0.5}]}}]",
+    );
+    let cases = [
+        (
+            "dns: {hosts: [{ip: 10.9.0.5, hostnames: ['a b']}]}",
+            "spec.dns.hosts[0].hostnames[0]",
+            "' '",
+        ),
+        (
+            "dns: {srvs: [{service: s, protocol: tcp, target: 'h,x', port: 1}]}",
+            "spec.dns.srvs[0].target",
+            "','",
+        ),
+        (
+            "dns: {srvs: [{service: s, protocol: tcp, domain: 'd,x'}]}",
+            "spec.dns.srvs[0].domain",
+            "','",
+        ),
+        (
+            "dns: {forwarders: [{domain: 'a/b'}]}",
+            "spec.dns.forwarders[0].domain",
+            "'/'",
+        ),
+        ("domain: {name: 'a,b'}", "spec.domain.name", "','"),
+        (
+            "ips: [{address: 10.9.0.1, prefix: 24, tftpRoot: '/srv,eth0'}]",
+            "spec.ips[0].tftpRoot",
+            "','",
+        ),
+        (
+            "ips: [{address: 10.9.0.1, prefix: 24, dhcp: {bootp: {file: 'a,b'}}}]",
+            "spec.ips[0].dhcp.bootp.file",
+            "','",
+        ),
+    ];
+    for (yaml, field, needle) in cases {
+        assert_problem(
+            yaml,
+            field,
+            &format!("must not contain {needle}: it separates"),
+        );
+    }
 }
 
 #[test]
