@@ -6,11 +6,13 @@
 //! - [`netlink`]: the kernel edge over rtnetlink, inside the node's network namespace;
 //! - [`realisation`], [`report`]: how a network is realised on this node, and what the node
 //!   reports (pure);
+//! - [`cni`]: the CNI server: pod interfaces for `switchyard-cni`, with crash-safe records;
 //! - [`agent`]: the process: watches, reconciles ports, recovers at start-up, reports;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 
 pub mod agent;
 pub mod allocator;
+pub mod cni;
 pub mod http;
 pub mod netlink;
 pub mod ownership;

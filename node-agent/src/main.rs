@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use switchyard_node_agent::agent::{Agent, AgentConfig};
+use switchyard_node_agent::cni::CniConfig;
 use switchyard_node_agent::netlink::NetnsTarget;
 use switchyard_node_agent::ownership::LinkGroups;
 use tracing::info;
@@ -37,12 +38,40 @@ struct Args {
     /// Port reconciles in flight at once.
     #[arg(long, env = "SWITCHYARD_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
+    /// The socket switchyard-cni calls. Left out: /run/switchyard/cni.sock when the agent
+    /// serves its own (the host's) namespace, and no CNI server with --netns (stand-in nodes
+    /// on one host share its /run).
+    #[arg(long, env = "SWITCHYARD_CNI_SOCKET")]
+    cni_socket: Option<PathBuf>,
+    /// Where the CNI server keeps its records of pod interfaces.
+    #[arg(
+        long,
+        env = "SWITCHYARD_CNI_STATE_DIR",
+        default_value = "/run/switchyard/cni"
+    )]
+    cni_state_dir: PathBuf,
+    /// How often pod interfaces whose pod or namespace is gone are looked for, in seconds.
+    #[arg(long, env = "SWITCHYARD_CNI_SWEEP_INTERVAL", default_value_t = 30)]
+    cni_sweep_interval: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
+}
+
+fn cni_config(args: &Args, netns: &NetnsTarget) -> Option<CniConfig> {
+    let socket = match (&args.cni_socket, netns) {
+        (Some(socket), _) => socket.clone(),
+        (None, NetnsTarget::Current) => CniConfig::default().socket,
+        (None, NetnsTarget::Path(_)) => return None,
+    };
+    Some(CniConfig {
+        socket,
+        state_dir: args.cni_state_dir.clone(),
+        sweep_interval: Duration::from_secs(args.cni_sweep_interval.max(1)),
+    })
 }
 
 #[tokio::main]
@@ -67,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
+    let cni = cni_config(&args, &netns);
     let config = AgentConfig {
         node_name: args.node_name.clone(),
         netns,
@@ -74,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         bridge_port_limit: args.bridge_port_limit,
         report_interval: Duration::from_secs(args.report_interval.max(1)),
         concurrency: args.concurrency,
+        cni,
     };
     info!(node = %args.node_name, netns = ?config.netns, "starting");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -25,6 +25,8 @@ pub struct SimulatedNode {
     agent: Option<Child>,
     metrics_port: u16,
     log: tempfile::NamedTempFile,
+    /// More environment for the agent, on every start (see [`SimulatedNode::set_agent_env`]).
+    agent_env: Vec<(String, String)>,
 }
 
 impl SimulatedNode {
@@ -41,7 +43,19 @@ impl SimulatedNode {
             agent: None,
             metrics_port: 0,
             log: tempfile::NamedTempFile::new().expect("a log file"),
+            agent_env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for every later start of the agent.
+    pub fn set_agent_env(&mut self, key: &str, value: &str) {
+        self.agent_env.retain(|(k, _)| k != key);
+        self.agent_env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Whether the agent process is running (started and not killed or stopped).
+    pub fn agent_running(&self) -> bool {
+        self.agent.is_some()
     }
 
     /// Starts `binary` (the node agent) for this node, bound to its namespace, and waits until
@@ -74,6 +88,7 @@ impl SimulatedNode {
                 "RUST_LOG",
                 std::env::var("SWITCHYARD_AGENT_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -4,6 +4,7 @@
 //! wait for the Network and Node caches, run recovery ([`recovery`]) — only then reconcile ports
 //! ([`ports`]) and report ([`reporter`]), and only then is `/readyz` true.
 
+mod cni_access;
 pub mod deleter;
 mod finalizer;
 pub mod metrics;
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     pub report_interval: Duration,
     /// Port reconciles in flight at once.
     pub concurrency: u16,
+    /// The CNI server's socket and records; `None`: no CNI server.
+    pub cni: Option<crate::cni::CniConfig>,
 }
 
 /// Why the agent stopped.
@@ -72,6 +75,9 @@ pub enum AgentError {
     /// The port controller stopped before recovery was done (a signal).
     #[error("stopped before recovery was done")]
     Stopped,
+    /// The CNI server could not recover or open its socket.
+    #[error("CNI server: {0}")]
+    Cni(#[from] crate::cni::CniStartError),
 }
 
 /// Why one reconcile failed (it is retried with backoff).
@@ -330,6 +336,11 @@ impl Agent {
             _ = &mut controller_task => return Err(AgentError::Stopped),
         }
         recovery::recover(&context, ports.state(), started.elapsed()).await?;
+        // Pod ports are recovered from the CNI records before any other port is placed.
+        let cni = match &config.cni {
+            Some(cni) => Some(crate::cni::start(context.clone(), cni.clone()).await?),
+            None => None,
+        };
         context.metrics.set_recovery(started.elapsed());
         info!(node = %node, took_ms = started.elapsed().as_millis() as u64, "recovery done");
         context.ready.store(true, Ordering::Release);
@@ -339,6 +350,7 @@ impl Agent {
         let task = tokio::spawn(async move {
             let _ = controller_task.await;
             reporter.abort();
+            drop(cni);
         });
         Ok(Self { context, task })
     }

@@ -39,6 +39,10 @@ pub(super) async fn reconcile(
     if !ctx.is_ready() {
         return Ok(Action::await_change());
     }
+    // A pod's port lives in the pod's namespace and is served by the CNI server alone.
+    if crate::cni::made_by_cni(&port) {
+        return Ok(Action::await_change());
+    }
     let result = reconcile_port(port, &ctx).await;
     ctx.metrics.reconciled(result.is_ok());
     result

@@ -34,7 +34,12 @@ pub(super) async fn recover(
         dump_ms = started.elapsed().as_millis() as u64,
         "recovery read the ports and the kernel"
     );
-    let records: Vec<PortRecord> = ports.iter().filter_map(|port| record(port, ctx)).collect();
+    // Pod ports are recovered from the CNI records ([`crate::cni`]): their links are not here.
+    let records: Vec<PortRecord> = ports
+        .iter()
+        .filter(|port| !crate::cni::made_by_cni(port))
+        .filter_map(|port| record(port, ctx))
+        .collect();
     let plan = plan_recovery(&records, &owned, &present);
 
     for action in &plan.links {

@@ -12,6 +12,7 @@ mod group;
 mod macvtap;
 mod netns;
 mod observe;
+mod pod;
 
 use std::collections::HashMap;
 use std::io;
@@ -33,6 +34,7 @@ pub use group::BatchDeletion;
 pub use macvtap::MacvtapRequest;
 pub use netns::NetnsTarget;
 pub use observe::DeviceState;
+pub use pod::{PodLink, PodLinkError, PodMacvtapRequest, PodNamespace};
 
 use netns::NamespaceWorker;
 
