@@ -86,6 +86,12 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver on free loopback ports and waits until the apiserver
     /// reports ready (about 2 s).
     pub fn start() -> Result<Self, ControlPlaneError> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`ControlPlane::start`], with `extra` flags for the kube-apiserver after the usual
+    /// ones (a later flag wins, e.g. `--max-mutating-requests-inflight=1200` for a load test).
+    pub fn start_with(extra: &[&str]) -> Result<Self, ControlPlaneError> {
         let apiserver_bin = kube_apiserver_binary();
         if !apiserver_bin.is_file() {
             return Err(ControlPlaneError::Missing(
@@ -169,6 +175,7 @@ impl ControlPlane {
             .arg("--enable-priority-and-fairness=false")
             .arg("--event-ttl=10m")
             .arg("--v=1")
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file(&d, "kube-apiserver.log")?);
         let apiserver_command = (
