@@ -435,6 +435,20 @@ async fn plugin_calls_as_containerd_makes_them() {
         {"name": "net1", "mac": "02:00:00:00:00:99", "sandbox": pod_netns.path().display().to_string()}
     ]}));
     assert_eq!(lying.check().code(), 102);
+    // CHECK reports a link set down; it does not repair it.
+    pod_netns.ip(&["link", "set", "net1", "down"]).unwrap();
+    let down = first.check();
+    assert_eq!(down.code(), 102);
+    assert!(down.stdout.contains("is down"), "{down:?}");
+    assert!(
+        !link_json(&pod_netns, "net1").unwrap()["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP")
+    );
+    pod_netns.ip(&["link", "set", "net1", "up"]).unwrap();
+    assert!(first.check().success);
 
     // A second interface: spec 1.1.0, an MTU, the MAC from runtimeConfig (Multus's `mac`).
     let mut second = Sandbox1::new(
@@ -603,6 +617,99 @@ async fn plugin_calls_as_containerd_makes_them() {
         "no record is left"
     );
     node.node.stop_agent();
+}
+
+#[tokio::test]
+async fn pod_ports_follow_the_allocation_and_merge_rules() {
+    let env = TestEnv::new("cni-rules").await;
+    let node = cni_node(
+        &env,
+        "cnir",
+        "  forward: {mode: passthrough, interfaces: [{dev: eth0}]}\n  portgroups: [{name: tagged, vlan: {tags: [{id: 7}]}}]\n",
+    )
+    .await;
+    let pod_a = create_pod(&env, "pod-a", &node.node.name, None).await;
+    let pod_b = create_pod(&env, "pod-b", &node.node.name, None).await;
+    let netns_a = Sandbox::new("ra").unwrap();
+    let netns_b = Sandbox::new("rb").unwrap();
+    let mut a = Sandbox1::new(
+        netns_a.path(),
+        &pod_a,
+        "net1",
+        conf(&node, "1.0.0", json!({})),
+    );
+    let mut b = Sandbox1::new(
+        netns_b.path(),
+        &pod_b,
+        "net1",
+        conf(&node, "1.0.0", json!({})),
+    );
+    let added = a.add();
+    assert!(added.success, "{added:?}");
+    let link = link_json(&netns_a, "net1").unwrap();
+    assert_eq!(link["linkinfo"]["info_data"]["mode"], "passthru");
+    assert_eq!(
+        link["address"],
+        derived_mac(&a.pod_uid, "net1"),
+        "passthrough gets the guest's MAC too"
+    );
+    assert!(a.check().success);
+
+    // The one device is held exclusively: the second pod is refused with the allocator's words
+    // (those a NetworkPort's condition would carry), and nothing is left of its attempt.
+    let refused = b.add();
+    assert_eq!(refused.code(), 100, "{refused:?}");
+    let details = refused.json()["details"].as_str().unwrap().to_string();
+    assert_eq!(
+        details,
+        format!(
+            "[NoFreeDevice] network '{}' requires exclusive access to interfaces, but none are available",
+            node.network
+        )
+    );
+    assert!(pod_ports(&env, &b.pod_uid).await.is_empty());
+    assert!(link_json(&netns_b, "net1").is_none());
+    assert!(b.del().success);
+
+    // A portgroup the network lacks is the merge's refusal.
+    let mut c = Sandbox1::new(
+        netns_b.path(),
+        &pod_b,
+        "net1",
+        conf(&node, "1.0.0", json!({"portgroup": "nope"})),
+    );
+    let refused = c.add();
+    assert_eq!(refused.code(), 100, "{refused:?}");
+    assert!(refused.stdout.contains("nope"), "{refused:?}");
+    assert!(pod_ports(&env, &b.pod_uid).await.is_empty());
+
+    // Once the first pod lets go, the second gets the device, with the portgroup's settings.
+    assert!(a.del().success);
+    let mut d = Sandbox1::new(
+        netns_b.path(),
+        &pod_b,
+        "net1",
+        conf(&node, "1.0.0", json!({"portgroup": "tagged"})),
+    );
+    let added = d.add();
+    assert!(added.success, "{added:?}");
+    let ports = pod_ports(&env, &d.pod_uid).await;
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].spec.portgroup.as_deref(), Some("tagged"));
+    let name = ports[0].name_any();
+    wait_for("the port's merged settings", || {
+        let api = ports_api(&env);
+        let name = name.clone();
+        async move {
+            let port = api.get(&name).await.map_err(|e| e.to_string())?;
+            let actual = port.status.and_then(|s| s.actual).unwrap_or_default();
+            (actual.portgroup.as_deref() == Some("tagged") && actual.vlan.is_some())
+                .then_some(())
+                .ok_or(format!("{actual:?}"))
+        }
+    })
+    .await;
+    assert!(d.del().success);
 }
 
 /// What the churn workers tell the killer.

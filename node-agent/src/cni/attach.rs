@@ -364,13 +364,16 @@ async fn make(
             }
         }
     }
-    pod_netns.bring_up(record.ifindex).await.map_err(|error| {
-        CniError::new(
-            LINK_FAILED,
-            "setting the macvtap up failed",
-            error.to_string(),
-        )
-    })?;
+    pod_netns
+        .bring_up(record.ifindex, mac)
+        .await
+        .map_err(|error| {
+            CniError::new(
+                LINK_FAILED,
+                "setting the macvtap up failed",
+                error.to_string(),
+            )
+        })?;
     let link = pod_netns
         .link(&record.ifname)
         .await
@@ -675,13 +678,6 @@ async fn check(cni: &Cni, call: &Call) -> Result<(), CniError> {
     let pod_netns = PodNamespace::open(Path::new(&record.netns))
         .await
         .map_err(|error| io_failure("entering the pod's network namespace", error))?;
-    pod_netns.bring_up(record.ifindex).await.map_err(|error| {
-        CniError::new(
-            LINK_FAILED,
-            "setting the macvtap up failed",
-            error.to_string(),
-        )
-    })?;
     let link = pod_netns
         .link(&record.ifname)
         .await

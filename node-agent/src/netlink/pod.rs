@@ -198,8 +198,12 @@ impl PodNamespace {
     /// the guest does (no link-local address, no DAD), then sets it up. Two requests: the
     /// kernel applies `IFF_UP` before `IFLA_AF_SPEC` within one, and refuses the latter on
     /// creation. A namespace without IPv6 has nothing to turn off.
-    pub async fn bring_up(&self, ifindex: u32) -> Result<(), NetlinkError> {
+    ///
+    /// The MAC is set again on the way: a passthrough macvtap takes its lower device's at
+    /// creation, and setting it afterwards puts the guest's on the wire (as libvirt does).
+    pub async fn bring_up(&self, ifindex: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
         let quiet = LinkUnspec::new_with_index(ifindex)
+            .address(mac.to_vec())
             .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
                 vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
             )]))
