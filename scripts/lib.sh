@@ -5,6 +5,11 @@
 SWITCHYARD_CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
 KUBE_VERSION="v1.20.2"
 KUBE_APISERVER_BIN="$SWITCHYARD_CACHE/bin/kube-apiserver"
+# The real node's parts, built from the same source tree as the apiserver (install-deps.sh).
+KUBELET_BIN="$SWITCHYARD_CACHE/bin/kubelet"
+KUBE_SCHEDULER_BIN="$SWITCHYARD_CACHE/bin/kube-scheduler"
+KUBE_CONTROLLER_MANAGER_BIN="$SWITCHYARD_CACHE/bin/kube-controller-manager"
+PAUSE_BIN="$SWITCHYARD_CACHE/bin/pause"
 HELM_BIN="$SWITCHYARD_CACHE/bin/helm"
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
