@@ -4,10 +4,11 @@
 //! kubeconfig) that is removed on drop. The processes are started with a parent-death signal,
 //! so they die with the process that started them even when it panics or is killed.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,12 +52,35 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ControlPlaneErro
     move |source| ControlPlaneError::Io { what, source }
 }
 
-/// A running etcd + kube-apiserver pair.
+/// What a control plane serves beyond the default (an apiserver alone, RBAC authorization).
+#[derive(Debug, Clone, Default)]
+pub struct ControlPlaneOptions {
+    /// Nodes whose kubelets will register: each gets a `system:node:<name>` token
+    /// ([`ControlPlane::node_token`]), and the apiserver authorizes with `Node,RBAC` and admits
+    /// with `NodeRestriction`, as a real cluster does.
+    pub nodes: Vec<String>,
+    /// Also start kube-scheduler and kube-controller-manager (as their own users), so pods are
+    /// placed and Deployments, DaemonSets and service-account tokens are made.
+    pub kube_controllers: bool,
+    /// A unix socket speaking HTTP CONNECT through which the apiserver reaches the cluster
+    /// network: kubelets and webhook endpoints (the egress selector's `cluster` selection).
+    /// Webhook Services then resolve to their endpoints, not to cluster IPs.
+    pub cluster_egress_socket: Option<PathBuf>,
+    /// Further addresses the serving certificate is valid for.
+    pub serving_ips: Vec<IpAddr>,
+    /// Flags for the kube-apiserver after the usual ones (a later flag wins).
+    pub apiserver_flags: Vec<String>,
+}
+
+/// A running etcd + kube-apiserver pair, optionally with the scheduler and controller-manager.
 #[derive(Debug)]
 pub struct ControlPlane {
     dir: tempfile::TempDir,
     etcd: Child,
     apiserver: Child,
+    /// kube-scheduler and kube-controller-manager, with their log names, when started.
+    controllers: Vec<(&'static str, Child)>,
+    node_tokens: BTreeMap<String, String>,
     /// The apiserver's program and arguments, to start it again on the same port and etcd.
     apiserver_command: (OsString, Vec<OsString>),
     /// `https://127.0.0.1:<port>`.
@@ -71,33 +95,58 @@ pub struct ControlPlane {
 
 /// Where the cached kube-apiserver lives (see scripts/install-deps.sh).
 pub fn kube_apiserver_binary() -> PathBuf {
+    cached_binary("kube-apiserver")
+}
+
+/// A binary scripts/install-deps.sh caches beside the apiserver: `kubelet`, `kube-scheduler`,
+/// `kube-controller-manager`, `pause`, `helm`.
+pub fn cached_binary(name: &str) -> PathBuf {
     if let Some(cache) = std::env::var_os("SWITCHYARD_CACHE") {
-        return PathBuf::from(cache).join("bin/kube-apiserver");
+        return PathBuf::from(cache).join("bin").join(name);
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
         });
-    cache.join("switchyard/bin/kube-apiserver")
+    cache.join("switchyard/bin").join(name)
+}
+
+fn require_file(path: PathBuf) -> Result<PathBuf, ControlPlaneError> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ControlPlaneError::Missing(path.display().to_string()))
+    }
 }
 
 impl ControlPlane {
     /// Starts etcd and kube-apiserver on free loopback ports and waits until the apiserver
     /// reports ready (about 2 s).
     pub fn start() -> Result<Self, ControlPlaneError> {
-        Self::start_with(&[])
+        Self::start_with_options(&ControlPlaneOptions::default())
     }
 
     /// Like [`ControlPlane::start`], with `extra` flags for the kube-apiserver after the usual
     /// ones (a later flag wins, e.g. `--max-mutating-requests-inflight=1200` for a load test).
     pub fn start_with(extra: &[&str]) -> Result<Self, ControlPlaneError> {
-        let apiserver_bin = kube_apiserver_binary();
-        if !apiserver_bin.is_file() {
-            return Err(ControlPlaneError::Missing(
-                apiserver_bin.display().to_string(),
-            ));
-        }
+        Self::start_with_options(&ControlPlaneOptions {
+            apiserver_flags: extra.iter().map(|f| f.to_string()).collect(),
+            ..ControlPlaneOptions::default()
+        })
+    }
+
+    /// Starts a control plane with `options` and waits until the apiserver reports ready.
+    pub fn start_with_options(options: &ControlPlaneOptions) -> Result<Self, ControlPlaneError> {
+        let apiserver_bin = require_file(kube_apiserver_binary())?;
+        let controller_bins = if options.kube_controllers {
+            Some((
+                require_file(cached_binary("kube-scheduler"))?,
+                require_file(cached_binary("kube-controller-manager"))?,
+            ))
+        } else {
+            None
+        };
         let etcd_bin = which("etcd").ok_or_else(|| ControlPlaneError::Missing("etcd".into()))?;
         // etcd's data on tmpfs when there is one: fsync on disk dominates start-up and writes.
         let base = Path::new("/dev/shm");
@@ -111,13 +160,30 @@ impl ControlPlane {
             .map_err(io_err("creating the control plane directory"))?;
         let d = dir.path().to_path_buf();
 
-        let pki = Pki::generate(&d)?;
+        let pki = Pki::generate(&d, &options.serving_ips)?;
         let token = format!("{ADMIN_TOKEN_PREFIX}-{}", unique_suffix());
-        fs::write(
-            d.join("tokens.csv"),
-            format!("{token},admin,admin-uid,\"system:masters\"\n"),
-        )
-        .map_err(io_err("writing tokens.csv"))?;
+        let mut tokens = format!("{token},admin,admin-uid,\"system:masters\"\n");
+        let node_tokens: BTreeMap<String, String> = options
+            .nodes
+            .iter()
+            .map(|node| (node.clone(), format!("switchyard-node-{}", unique_suffix())))
+            .collect();
+        for (node, node_token) in &node_tokens {
+            tokens.push_str(&format!(
+                "{node_token},system:node:{node},node-{node},\"system:nodes\"\n"
+            ));
+        }
+        let controller_tokens = [
+            ("kube-scheduler", "system:kube-scheduler"),
+            ("kube-controller-manager", "system:kube-controller-manager"),
+        ]
+        .map(|(component, user)| (component, user, format!("{component}-{}", unique_suffix())));
+        if options.kube_controllers {
+            for (component, user, controller_token) in &controller_tokens {
+                tokens.push_str(&format!("{controller_token},{user},{component}-uid,\"\"\n"));
+            }
+        }
+        fs::write(d.join("tokens.csv"), tokens).map_err(io_err("writing tokens.csv"))?;
 
         let [etcd_client, etcd_peer, apiserver_port] = free_ports()?;
         let mut etcd = Command::new(etcd_bin);
@@ -159,7 +225,7 @@ impl ControlPlane {
                 "--token-auth-file={}",
                 d.join("tokens.csv").display()
             ))
-            .arg("--authorization-mode=RBAC")
+            .args(apiserver_options(&d, options)?)
             .arg(format!(
                 "--service-account-key-file={}",
                 pki.sa_pub.display()
@@ -175,7 +241,7 @@ impl ControlPlane {
             .arg("--enable-priority-and-fairness=false")
             .arg("--event-ttl=10m")
             .arg("--v=1")
-            .args(extra)
+            .args(&options.apiserver_flags)
             .stdout(Stdio::null())
             .stderr(log_file(&d, "kube-apiserver.log")?);
         let apiserver_command = (
@@ -194,12 +260,68 @@ impl ControlPlane {
             dir,
             etcd,
             apiserver,
+            controllers: Vec::new(),
+            node_tokens,
             apiserver_command,
             server,
             kubeconfig,
             token,
         };
         cp.wait_ready(Duration::from_secs(60))?;
+        if let Some((scheduler_bin, kcm_bin)) = controller_bins {
+            for (component, _, controller_token) in &controller_tokens {
+                let kubeconfig = d.join(format!("{component}.kubeconfig"));
+                fs::write(
+                    &kubeconfig,
+                    kubeconfig_yaml(&cp.server, &pki.ca_cert, controller_token),
+                )
+                .map_err(io_err(format!("writing the kubeconfig of {component}")))?;
+            }
+            let kubeconfig_arg = |component: &str| {
+                format!(
+                    "--kubeconfig={}",
+                    d.join(format!("{component}.kubeconfig")).display()
+                )
+            };
+            let mut scheduler = Command::new(scheduler_bin);
+            scheduler
+                .arg(kubeconfig_arg("kube-scheduler"))
+                .args([
+                    "--leader-elect=false",
+                    "--port=0",
+                    "--secure-port=0",
+                    "--v=1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log_file(&d, "kube-scheduler.log")?);
+            let scheduler = spawn_tied(scheduler).map_err(io_err("starting kube-scheduler"))?;
+            cp.controllers.push(("kube-scheduler", scheduler));
+            let mut kcm = Command::new(kcm_bin);
+            kcm.arg(kubeconfig_arg("kube-controller-manager"))
+                .arg(format!(
+                    "--service-account-private-key-file={}",
+                    pki.sa_key.display()
+                ))
+                .arg(format!("--root-ca-file={}", pki.ca_cert.display()))
+                // Its default, /usr/libexec/kubernetes/…, would be created on the host.
+                .arg(format!(
+                    "--flex-volume-plugin-dir={}",
+                    d.join("flexvolume").display()
+                ))
+                // Node IPAM needs a cluster CIDR; each real node brings its own pod range.
+                .args([
+                    "--use-service-account-credentials=true",
+                    "--controllers=*,-nodeipam",
+                    "--leader-elect=false",
+                    "--port=0",
+                    "--secure-port=0",
+                    "--v=1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log_file(&d, "kube-controller-manager.log")?);
+            let kcm = spawn_tied(kcm).map_err(io_err("starting kube-controller-manager"))?;
+            cp.controllers.push(("kube-controller-manager", kcm));
+        }
         Ok(cp)
     }
 
@@ -209,6 +331,28 @@ impl ControlPlane {
         let path = self.dir.path().join(name);
         fs::write(&path, kubeconfig_yaml(&self.server, &self.ca_file, token))?;
         Ok(path)
+    }
+
+    /// The bearer token of node `name`'s kubelet (user `system:node:<name>`), when the control
+    /// plane was started for that node.
+    pub fn node_token(&self, name: &str) -> Option<&str> {
+        self.node_tokens.get(name).map(String::as_str)
+    }
+
+    /// The scheduler and controller-manager that have exited, with the end of their logs
+    /// (empty while they run, or when they were not started).
+    pub fn exited_controllers(&mut self) -> Vec<String> {
+        let dir = self.dir.path().to_path_buf();
+        self.controllers
+            .iter_mut()
+            .filter_map(|(component, child)| {
+                let status = child.try_wait().ok().flatten()?;
+                Some(format!(
+                    "{component} exited ({status}):\n{}",
+                    tail(&dir.join(format!("{component}.log")))
+                ))
+            })
+            .collect()
     }
 
     /// The directory holding the kubeconfig, certificates and logs.
@@ -279,8 +423,12 @@ impl ControlPlane {
         self.wait_ready(Duration::from_secs(60))
     }
 
-    /// Stops the apiserver, then etcd. Also done on drop.
+    /// Stops the scheduler and controller-manager, the apiserver, then etcd. Also done on drop.
     pub fn stop(&mut self) {
+        for (_, child) in &mut self.controllers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for child in [&mut self.apiserver, &mut self.etcd] {
             let _ = child.kill();
             let _ = child.wait();
@@ -303,9 +451,51 @@ struct Pki {
     sa_pub: PathBuf,
 }
 
+/// The apiserver's authorization, admission and egress flags for `options`; writes the egress
+/// selector configuration into `dir` when one is asked for.
+fn apiserver_options(
+    dir: &Path,
+    options: &ControlPlaneOptions,
+) -> Result<Vec<String>, ControlPlaneError> {
+    let mut args = Vec::new();
+    if options.nodes.is_empty() {
+        args.push("--authorization-mode=RBAC".to_string());
+    } else {
+        args.push("--authorization-mode=Node,RBAC".to_string());
+        args.push("--enable-admission-plugins=NodeRestriction".to_string());
+        // A node's Hostname does not resolve here; its InternalIP is reached through the
+        // cluster egress.
+        args.push("--kubelet-preferred-address-types=InternalIP".to_string());
+    }
+    if let Some(socket) = &options.cluster_egress_socket {
+        let file = dir.join("egress-selector.yaml");
+        fs::write(&file, egress_selector_yaml(socket))
+            .map_err(io_err("writing the egress selector configuration"))?;
+        args.push(format!("--egress-selector-config-file={}", file.display()));
+        args.push("--enable-aggregator-routing=true".to_string());
+    }
+    Ok(args)
+}
+
+fn egress_selector_yaml(socket: &Path) -> String {
+    format!(
+        "apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      uds:
+        udsName: {}
+",
+        socket.display()
+    )
+}
+
 impl Pki {
-    fn generate(dir: &Path) -> Result<Self, ControlPlaneError> {
-        let serving = ServingCertificate::generate(dir, "switchyard-test")
+    fn generate(dir: &Path, extra_ips: &[IpAddr]) -> Result<Self, ControlPlaneError> {
+        let serving = ServingCertificate::generate_for(dir, "switchyard-test", extra_ips)
             .map_err(io_err("creating the apiserver's certificates"))?;
         let (sa_key, sa_pub) = (dir.join("sa.key"), dir.join("sa.pub"));
         let s = |path: &Path| path.display().to_string();

@@ -2,6 +2,7 @@
 //! openssl as an administrator would.
 
 use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,6 +23,12 @@ impl ServingCertificate {
     /// Creates `ca.crt`, `tls.crt` and `tls.key` (and their working files) in `dir`; the CA is
     /// named `<name>-ca`. Valid for three days.
     pub fn generate(dir: &Path, name: &str) -> io::Result<Self> {
+        Self::generate_for(dir, name, &[])
+    }
+
+    /// Like [`ServingCertificate::generate`], the certificate also valid for `extra_ips` (a
+    /// real node's pods reach the apiserver at the `kubernetes` Service's address).
+    pub fn generate_for(dir: &Path, name: &str, extra_ips: &[IpAddr]) -> io::Result<Self> {
         let p = |file: &str| dir.join(file).display().to_string();
         openssl(&[
             "ecparam",
@@ -66,7 +73,13 @@ impl ServingCertificate {
         ])?;
         std::fs::write(
             dir.join("tls.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            format!(
+                "subjectAltName=IP:127.0.0.1,DNS:localhost{}\nextendedKeyUsage=serverAuth\n",
+                extra_ips
+                    .iter()
+                    .map(|ip| format!(",IP:{ip}"))
+                    .collect::<String>()
+            ),
         )?;
         openssl(&[
             "x509",
