@@ -1,6 +1,7 @@
 //! `kubectl switchyard render NAME --dnsmasq|--hostsfile` on a Network read from a real API
-//! server: what the apiserver stores renders to libvirt's own files, and a hostile value
-//! stored past admission (no webhook here) is still refused, naming the field.
+//! server: what the apiserver stores renders to libvirt's own files, a Network with 10,000
+//! static hosts is stored and rendered in full, and a hostile value stored past admission (no
+//! webhook here) is still refused, naming the field.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -92,6 +93,28 @@ async fn render_reads_the_network_from_the_cluster() {
         "{}",
         text(&refused.stderr)
     );
+    // 10,000 static hosts: stored by the apiserver (about 60 bytes each in JSON) and
+    // rendered back in full.
+    let hosts: Vec<Value> = (0..10_000u32)
+        .map(|i| {
+            json!({"mac": format!("52:54:00:00:{:02x}:{:02x}", i / 256, i % 256),
+                "name": format!("vm{i}"), "ip": format!("10.8.{}.{}", i / 250, i % 250 + 2)})
+        })
+        .collect();
+    let big = env.unique("big");
+    create(
+        &env,
+        &big,
+        json!({"bridge": {"name": "virbr8"},
+            "ips": [{"address": "10.8.255.1", "prefix": 16, "dhcp": {
+                "ranges": [{"start": "10.8.100.1", "end": "10.8.199.254"}], "hosts": hosts}}]}),
+    );
+    let rendered = cli(&env.kubeconfig, &["render", &big, "--hostsfile"]);
+    assert!(rendered.status.success(), "{}", text(&rendered.stderr));
+    let lines: Vec<String> = text(&rendered.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 10_000);
+    assert_eq!(lines[9_999], "52:54:00:00:27:0f,10.8.39.251,vm9999");
+
     let missing = cli(&env.kubeconfig, &["render", "no-such-network", "--dnsmasq"]);
     assert_eq!(missing.status.code(), Some(3), "{}", text(&missing.stderr));
 }
