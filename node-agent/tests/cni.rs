@@ -40,6 +40,7 @@ struct CniNode {
 async fn cni_node(env: &TestEnv, label: &str, forward: &str) -> CniNode {
     let mut node = SimulatedNode::new(env, label, &[]).await;
     node.sandbox.add_nics("eth", 2).expect("adding the NICs");
+    node.sandbox.add_bridge("br0").expect("adding the bridge");
     let network = create_network(env, label, forward).await;
     let dir = tempfile::tempdir().expect("a directory for the socket and the records");
     let socket = dir.path().join("run/cni.sock");
@@ -710,6 +711,92 @@ async fn pod_ports_follow_the_allocation_and_merge_rules() {
     })
     .await;
     assert!(d.del().success);
+}
+
+#[tokio::test]
+async fn bridge_networks_give_the_pod_a_veth_end() {
+    let env = TestEnv::new("cni-bridge").await;
+    let mut node = cni_node(
+        &env,
+        "cnib",
+        "  forward: {mode: bridge}\n  bridge: {name: br0}\n",
+    )
+    .await;
+    let pod = create_pod(&env, "bridged", &node.node.name, None).await;
+    let netns = Sandbox::new("pbr").unwrap();
+    let mut sandbox = Sandbox1::new(netns.path(), &pod, "net1", conf(&node, "1.1.0", json!({})));
+    let added = sandbox.add();
+    assert!(added.success, "{added:?}");
+    let result = added.json();
+    let interfaces = result["interfaces"].as_array().unwrap();
+    assert_eq!(interfaces.len(), 2, "{result}");
+    let host = interfaces[0]["name"].as_str().unwrap().to_string();
+    assert!(
+        interfaces[0].get("sandbox").is_none(),
+        "the bridge end is on the host: {result}"
+    );
+    let mac = derived_mac(&sandbox.pod_uid, "net1");
+    assert_eq!(
+        interfaces[1],
+        json!({"name": "net1", "mac": mac, "mtu": 1500, "sandbox": netns.path().display().to_string()})
+    );
+    let pod_end = link_json(&netns, "net1").unwrap();
+    assert_eq!(pod_end["linkinfo"]["info_kind"], "veth");
+    assert_eq!(pod_end["address"], mac);
+    let bridge_end = node
+        .node
+        .sandbox
+        .link(&host)
+        .unwrap()
+        .expect("the bridge end on the node");
+    assert_eq!(bridge_end.master.as_deref(), Some("br0"));
+    assert_eq!(
+        bridge_end.mac.as_deref(),
+        Some(format!("fe{}", &mac[2..]).as_str())
+    );
+    assert_eq!(
+        bridge_end.group, 0,
+        "not in the agent's group: node recovery must leave it be"
+    );
+    assert!(sandbox.check().success);
+    let ports = pod_ports(&env, &sandbox.pod_uid).await;
+    assert_eq!(ports.len(), 1);
+    let name = ports[0].name_any();
+    let wanted_host = host.clone();
+    wait_for("the bridge port's status", || {
+        let api = ports_api(&env);
+        let name = name.clone();
+        let host = wanted_host.clone();
+        async move {
+            let port = api.get(&name).await.map_err(|e| e.to_string())?;
+            let actual = port.status.and_then(|s| s.actual).unwrap_or_default();
+            (actual.bridge.as_deref() == Some("br0")
+                && actual.link_name == host
+                && actual.peer_link_name.as_deref() == Some("net1"))
+            .then_some(())
+            .ok_or(format!("{actual:?}"))
+        }
+    })
+    .await;
+
+    // A SIGKILL and a restart keep both ends and the port.
+    node.node.kill_agent();
+    node.node.start_agent(Path::new(AGENT));
+    assert!(
+        node.node.sandbox.link(&host).unwrap().is_some(),
+        "{}",
+        node.node.logs()
+    );
+    assert!(sandbox.check().success);
+    assert_eq!(pod_ports(&env, &sandbox.pod_uid).await.len(), 1);
+    assert_eq!(network_node(&env, &node.node.name).await.ports, 1);
+
+    // DEL takes the pair away, both ends.
+    assert!(sandbox.del().success);
+    assert!(link_json(&netns, "net1").is_none());
+    assert!(node.node.sandbox.link(&host).unwrap().is_none());
+    assert!(pod_ports(&env, &sandbox.pod_uid).await.is_empty());
+    node.node.stop_agent();
 }
 
 /// What the churn workers tell the killer.

@@ -23,14 +23,14 @@ use switchyard_crds::{
 use switchyard_libvirt::merge::{EffectivePort, PortRequest, effective_port};
 use tracing::{info, warn};
 
-use super::naming::{derived_mac, ifindex_candidate, mac_bytes, port_name};
+use super::naming::{derived_mac, host_link_name, ifindex_candidate, mac_bytes, port_name};
 use super::records::{NetnsId, Phase, Record};
 use super::{
     ANNOTATION_CONTAINER_ID, ANNOTATION_IFNAME, ANNOTATION_NETNS, Cni, LABEL_POD_UID, sweep,
 };
 use crate::PortKey;
 use crate::allocator::{AllocationError, Holding, PoolMember, Sharing};
-use crate::netlink::{PodLinkError, PodMacvtapRequest, PodNamespace};
+use crate::netlink::{PodLinkError, PodMacvtapRequest, PodNamespace, PodVethRequest};
 use crate::realisation::{RealisationKind, realise};
 
 /// How many ifindexes ADD tries before giving up (each is checked free first, so more than
@@ -62,10 +62,20 @@ pub(super) async fn dispatch(cni: &Cni, call: &Call) -> Result<Option<Value>, Cn
 /// What the network says about a new port, before anything is created.
 struct Placement {
     network: String,
-    mode: MacvtapMode,
-    pool: Vec<String>,
-    sharing: Sharing,
+    kind: PlacementKind,
     effective: EffectivePort,
+}
+
+/// What the pod gets.
+enum PlacementKind {
+    /// A macvtap on a pool device the ledger picks.
+    Macvtap {
+        mode: MacvtapMode,
+        pool: Vec<String>,
+        sharing: Sharing,
+    },
+    /// The end of a veth pair on the bridge.
+    Veth { bridge: String },
 }
 
 fn refused(details: impl Into<String>) -> CniError {
@@ -105,22 +115,24 @@ fn place(cni: &Cni, call: &Call) -> Result<Placement, CniError> {
             max_connections_per_device,
         } => Ok(Placement {
             network: name.clone(),
-            mode,
-            pool,
-            sharing: if effective.exclusive {
-                Sharing::Exclusive
-            } else {
-                Sharing::Shared {
-                    max_connections: max_connections_per_device,
-                }
+            kind: PlacementKind::Macvtap {
+                mode,
+                pool,
+                sharing: if effective.exclusive {
+                    Sharing::Exclusive
+                } else {
+                    Sharing::Shared {
+                        max_connections: max_connections_per_device,
+                    }
+                },
             },
             effective,
         }),
-        RealisationKind::Bridge { bridge } => Err(refused(format!(
-            "[BridgeNetwork] network '{name}' attaches to bridge '{bridge}'; switchyard-cni \
-             gives pods macvtap interfaces on direct networks. For a bridge network use \
-             KubeVirt's bridge binding on the pod network, or a NetworkPort"
-        ))),
+        RealisationKind::Bridge { bridge } => Ok(Placement {
+            network: name.clone(),
+            kind: PlacementKind::Veth { bridge },
+            effective,
+        }),
         RealisationKind::Unsupported { reason, message } => {
             Err(refused(format!("[{reason}] {message}")))
         }
@@ -221,8 +233,24 @@ async fn add(cni: &Cni, call: &Call) -> Result<Value, CniError> {
         port_name: port_name(pod_name, &pod_uid, &attachment.ifname),
         port_uid: None,
         device: None,
-        exclusive: placement.sharing.is_exclusive(),
-        mode: placement.mode,
+        exclusive: matches!(
+            placement.kind,
+            PlacementKind::Macvtap {
+                sharing: Sharing::Exclusive,
+                ..
+            }
+        ),
+        mode: match &placement.kind {
+            PlacementKind::Macvtap { mode, .. } => Some(*mode),
+            PlacementKind::Veth { .. } => None,
+        },
+        bridge: match &placement.kind {
+            PlacementKind::Veth { bridge } => Some(bridge.clone()),
+            PlacementKind::Macvtap { .. } => None,
+        },
+        host_link: matches!(placement.kind, PlacementKind::Veth { .. })
+            .then(|| host_link_name(&attachment.container_id, &attachment.ifname)),
+        host_ifindex: None,
         mac: mac.clone(),
         ifindex: free_ifindex(&records, &attachment, 0),
         tap_device: None,
@@ -250,16 +278,27 @@ async fn add(cni: &Cni, call: &Call) -> Result<Value, CniError> {
     sweep::put(cni, &mut records, &record)?;
     drop(records);
     spawn_status(cni, &record, &placement.effective);
-    let interface = Interface {
+    let mut interfaces = Vec::new();
+    if let Some(host) = &record.host_link {
+        let mut host_mac = mac_bytes(&record.mac).unwrap_or_default();
+        host_mac[0] = 0xfe;
+        interfaces.push(Interface {
+            name: host.clone(),
+            mac: crate::cni::naming::format_mac(&host_mac),
+            mtu: record.mtu,
+            sandbox: String::new(),
+        });
+    }
+    interfaces.push(Interface {
         name: record.ifname.clone(),
         mac: record.mac.clone(),
         mtu: record.mtu,
         sandbox: netns,
-    };
+    });
     Ok(add_result(
         &call.config.cni_version,
         call.config.prev_result.as_ref(),
-        &[interface],
+        &interfaces,
     ))
 }
 
@@ -292,52 +331,75 @@ async fn make(
     sweep::put(cni, records, record)?;
 
     let links = cni.ctx.link_manager();
-    let pool: Vec<&str> = placement.pool.iter().map(String::as_str).collect();
-    let members: Vec<PoolMember> = links
-        .device_states(&pool)
-        .await
-        .map_err(|error| io_failure("reading the pool devices", error))?
-        .iter()
-        .map(|d| PoolMember {
-            name: d.name.clone(),
-            present: d.present(),
-        })
-        .collect();
     let key = PortKey::new(record.pod_namespace.clone(), record.port_name.clone());
-    let device = cni
-        .ctx
-        .with_ledger(|ledger| {
-            ledger.allocate(
-                &port_uid,
-                &key,
-                &placement.network,
-                &members,
-                placement.sharing,
-            )
-        })
-        .map_err(|error: AllocationError| refused(format!("[{}] {error}", error.reason())))?;
+    let mac =
+        mac_bytes(&record.mac).ok_or_else(|| refused(format!("invalid MAC {}", record.mac)))?;
+    let device = match &placement.kind {
+        PlacementKind::Macvtap { pool, sharing, .. } => {
+            let pool: Vec<&str> = pool.iter().map(String::as_str).collect();
+            let members: Vec<PoolMember> = links
+                .device_states(&pool)
+                .await
+                .map_err(|error| io_failure("reading the pool devices", error))?
+                .iter()
+                .map(|d| PoolMember {
+                    name: d.name.clone(),
+                    present: d.present(),
+                })
+                .collect();
+            cni.ctx
+                .with_ledger(|ledger| {
+                    ledger.allocate(&port_uid, &key, &placement.network, &members, *sharing)
+                })
+                .map_err(|error: AllocationError| {
+                    refused(format!("[{}] {error}", error.reason()))
+                })?
+        }
+        PlacementKind::Veth { bridge } => {
+            cni.ctx
+                .with_ledger(|ledger| ledger.record(&port_uid, bridge, holding(record)));
+            bridge.clone()
+        }
+    };
     record.device = Some(device.clone());
     sweep::put(cni, records, record)?;
 
-    let mac =
-        mac_bytes(&record.mac).ok_or_else(|| refused(format!("invalid MAC {}", record.mac)))?;
     let mut attempt = 0;
     loop {
-        let request = PodMacvtapRequest {
-            netns: netns_file,
-            ifname: &record.ifname,
-            ifindex: record.ifindex,
-            lower: &device,
-            mode: placement.mode,
-            mac,
-            mtu: call.config.mtu,
-        };
         let created = {
             let _one_at_a_time = cni.ctx.one_link_at_a_time().await;
-            links.create_pod_macvtap(&request).await
+            match &placement.kind {
+                PlacementKind::Macvtap { mode, .. } => links
+                    .create_pod_macvtap(&PodMacvtapRequest {
+                        netns: netns_file,
+                        ifname: &record.ifname,
+                        ifindex: record.ifindex,
+                        lower: &device,
+                        mode: *mode,
+                        mac,
+                        mtu: call.config.mtu,
+                    })
+                    .await
+                    .map(|()| None),
+                PlacementKind::Veth { bridge } => links
+                    .create_pod_veth(&PodVethRequest {
+                        netns: netns_file,
+                        ifname: &record.ifname,
+                        ifindex: record.ifindex,
+                        host_name: record.host_link.as_deref().unwrap_or_default(),
+                        bridge,
+                        mac,
+                        mtu: call.config.mtu,
+                    })
+                    .await
+                    .map(Some),
+            }
         };
         match created {
-            Ok(()) => break,
+            Ok(host_ifindex) => {
+                record.host_ifindex = host_ifindex;
+                break;
+            }
             Err(PodLinkError::IndexTaken(_)) if attempt < IFINDEX_ATTEMPTS => {
                 attempt += 1;
                 record.ifindex = free_ifindex(records, &record.attachment(), attempt);
@@ -346,19 +408,19 @@ async fn make(
             Err(PodLinkError::NameExists(name)) => return Err(name_exists(&name, &record.netns)),
             Err(PodLinkError::Netlink(error)) => {
                 let code = match error.reason() {
-                    "DeviceMissing" | "DeviceBusy" => PORT_REFUSED,
+                    "DeviceMissing" | "DeviceBusy" | "BridgeAbsent" | "BridgeFull" => PORT_REFUSED,
                     _ => LINK_FAILED,
                 };
                 return Err(CniError::new(
                     code,
-                    "creating the macvtap failed",
+                    "creating the pod's link failed",
                     format!("[{}] {error}", error.reason()),
                 ));
             }
             Err(error) => {
                 return Err(CniError::new(
                     LINK_FAILED,
-                    "creating the macvtap failed",
+                    "creating the pod's link failed",
                     error.to_string(),
                 ));
             }
@@ -370,7 +432,7 @@ async fn make(
         .map_err(|error| {
             CniError::new(
                 LINK_FAILED,
-                "setting the macvtap up failed",
+                "setting the pod's link up failed",
                 error.to_string(),
             )
         })?;
@@ -382,16 +444,20 @@ async fn make(
         .ok_or_else(|| {
             CniError::new(
                 LINK_FAILED,
-                "the macvtap vanished",
+                "the pod's link vanished",
                 format!("{} was gone right after it was created", record.ifname),
             )
         })?;
     record.mtu = link.mtu;
-    record.tap_device = Some(
-        pod_netns
-            .tap_device(&record.ifname, record.ifindex)
-            .map_err(|error| io_failure("reading the tap device from the pod's sysfs", error))?,
-    );
+    if record.mode.is_some() {
+        record.tap_device = Some(
+            pod_netns
+                .tap_device(&record.ifname, record.ifindex)
+                .map_err(|error| {
+                    io_failure("reading the tap device from the pod's sysfs", error)
+                })?,
+        );
+    }
     Ok(())
 }
 
@@ -584,19 +650,34 @@ pub(super) async fn delete_port(cni: &Cni, record: &Record) -> Result<(), kube::
 
 /// Writes the port's Ready status in the background: ADD does not wait for it.
 fn spawn_status(cni: &Cni, record: &Record, effective: &EffectivePort) {
-    let actual = PortActual {
-        kind: ActualType::Direct,
-        device: record.device.clone(),
-        mode: Some(record.mode),
-        link_name: record.ifname.clone(),
-        ifindex: Some(record.ifindex),
-        tap_device: record.tap_device.clone(),
+    let settings = PortActual {
         portgroup: effective.portgroup.clone(),
         virtualport: effective.virtualport.clone(),
         vlan: effective.vlan.clone(),
         bandwidth: effective.bandwidth.clone(),
         trust_guest_rx_filters: effective.trust_guest_rx_filters,
         ..Default::default()
+    };
+    let actual = match &record.host_link {
+        // As for any bridge port: `linkName` the bridge end, `peerLinkName` the guest's.
+        Some(host) => PortActual {
+            kind: ActualType::Bridge,
+            device: record.bridge.clone(),
+            bridge: record.bridge.clone(),
+            link_name: host.clone(),
+            peer_link_name: Some(record.ifname.clone()),
+            ifindex: record.host_ifindex,
+            ..settings
+        },
+        None => PortActual {
+            kind: ActualType::Direct,
+            device: record.device.clone(),
+            mode: record.mode,
+            link_name: record.ifname.clone(),
+            ifindex: Some(record.ifindex),
+            tap_device: record.tap_device.clone(),
+            ..settings
+        },
     };
     let status = crate::agent::port_status::ready(None, None, actual, &now());
     let api = Api::<NetworkPort>::namespaced(cni.ctx.kube_client().clone(), &record.pod_namespace);

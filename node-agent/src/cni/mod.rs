@@ -9,7 +9,10 @@
 //! interface name ([`naming::derived_mac`]), so a migration's source and target pods agree.
 //! The device is allocated on the agent's own ledger by the rules every port follows, and the
 //! macvtap is created directly in `CNI_NETNS` as `CNI_IFNAME` with a node-unique ifindex (see
-//! [`crate::netlink::PodMacvtapRequest`]). The API's refusal of the port (the admission
+//! [`crate::netlink::PodMacvtapRequest`]). On a bridge network the pod gets the end of a veth
+//! pair instead, created in `CNI_NETNS` in the same request that attaches the other end to the
+//! bridge ([`crate::netlink::PodVethRequest`]); that end is outside the agent's link group, so
+//! the node's own recovery leaves it to these records. The API's refusal of the port (the admission
 //! webhook's) and the allocator's become CNI errors carrying the same messages.
 //!
 //! **Records and crash safety.** The agent is the only allocator on its node, so the records

@@ -41,6 +41,15 @@ pub fn derived_mac(owner_uid: &str, ifname: &str) -> String {
     format_mac(&mac)
 }
 
+/// The bridge end of a bridge network's veth pair on the node: `swc` and 12 hex digits of the
+/// attachment, within IFNAMSIZ.
+pub fn host_link_name(container_id: &str, ifname: &str) -> String {
+    format!(
+        "swc{:012x}",
+        fnv1a(&[container_id, ifname]) & 0xffff_ffff_ffff
+    )
+}
+
 /// The first ifindex of the range pod macvtaps take theirs from. The kernel numbers links
 /// from 1 up per namespace, so nothing it picks itself comes near this.
 pub const IFINDEX_BASE: u32 = 0x4000_0000;
@@ -65,7 +74,8 @@ pub fn mac_bytes(mac: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(bytes)
 }
 
-fn format_mac(bytes: &[u8; 6]) -> String {
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(bytes: &[u8; 6]) -> String {
     bytes
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -124,6 +134,15 @@ mod tests {
             ifindex_candidate("c1", "net1", 0),
             ifindex_candidate("c1", "net1", 0)
         );
+    }
+
+    #[test]
+    fn host_link_names_fit_and_differ() {
+        let name = host_link_name("c1", "net1");
+        assert_eq!(name.len(), 15);
+        assert!(name.starts_with("swc"));
+        assert_ne!(name, host_link_name("c1", "net2"));
+        assert_ne!(name, host_link_name("c2", "net1"));
     }
 
     #[test]

@@ -82,8 +82,15 @@ pub struct Record {
     pub device: Option<String>,
     /// Whether the port holds its device alone.
     pub exclusive: bool,
-    /// The macvtap mode.
-    pub mode: MacvtapMode,
+    /// The macvtap mode (direct networks).
+    pub mode: Option<MacvtapMode>,
+    /// The bridge (bridge networks: the pod gets the end of a veth pair whose other end is on
+    /// it); also the ledger's device.
+    pub bridge: Option<String>,
+    /// The veth's bridge end on the node (bridge networks).
+    pub host_link: Option<String>,
+    /// Its ifindex on the node.
+    pub host_ifindex: Option<u32>,
     /// The MAC address.
     pub mac: String,
     /// The link's ifindex in the pod's namespace, chosen before it is created.
@@ -227,7 +234,10 @@ mod tests {
             port_uid: None,
             device: None,
             exclusive: false,
-            mode: MacvtapMode::Bridge,
+            mode: Some(MacvtapMode::Bridge),
+            bridge: None,
+            host_link: None,
+            host_ifindex: None,
             mac: "02:00:00:00:00:01".into(),
             ifindex: 0x4000_0001,
             tap_device: None,

@@ -34,7 +34,7 @@ pub use group::BatchDeletion;
 pub use macvtap::MacvtapRequest;
 pub use netns::NetnsTarget;
 pub use observe::DeviceState;
-pub use pod::{PodLink, PodLinkError, PodMacvtapRequest, PodNamespace};
+pub use pod::{PodLink, PodLinkError, PodMacvtapRequest, PodNamespace, PodVethRequest};
 
 use netns::NamespaceWorker;
 

@@ -17,16 +17,16 @@ use std::path::Path;
 
 use futures::StreamExt;
 use rtnetlink::packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoMacVtap, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoMacVtap, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use rtnetlink::{LinkMacVtap, LinkUnspec};
+use rtnetlink::{LinkMacVtap, LinkMessageBuilder, LinkUnspec, LinkVeth};
 use switchyard_crds::MacvtapMode;
 use tokio::task::JoinHandle;
 
 use super::macvtap::{api_mode, kernel_mode};
 use super::netns::NamespaceWorker;
-use super::{EEXIST, EINVAL, ENODEV, LinkManager, NetlinkError, NetnsTarget, errno};
+use super::{EEXIST, EINVAL, ENODEV, EXFULL, LinkManager, NetlinkError, NetnsTarget, errno};
 
 /// `EBUSY`: the requested ifindex is taken in the target namespace.
 const EBUSY: i32 = 16;
@@ -49,6 +49,28 @@ pub struct PodMacvtapRequest<'a> {
     /// The MAC address.
     pub mac: [u8; 6],
     /// The MTU; the lower device's when `None`.
+    pub mtu: Option<u32>,
+}
+
+/// A veth pair for a bridge network: the pod end created inside the pod's namespace, the other
+/// attached to the node's bridge.
+#[derive(Debug, Clone, Copy)]
+pub struct PodVethRequest<'a> {
+    /// The pod's namespace, opened.
+    pub netns: &'a File,
+    /// The pod end's name (`CNI_IFNAME`).
+    pub ifname: &'a str,
+    /// The ifindex of both ends (each in its own namespace), chosen by the caller: it
+    /// identifies the pod end on undo.
+    pub ifindex: u32,
+    /// The bridge end's name on the node. It is not in the agent's link group: the node's
+    /// recovery must not take it for a NetworkPort's link; the CNI records own it.
+    pub host_name: &'a str,
+    /// The bridge.
+    pub bridge: &'a str,
+    /// The guest's MAC (the pod end's); the bridge end gets it with the first byte `fe`.
+    pub mac: [u8; 6],
+    /// The MTU of both ends; the kernel's default when `None`.
     pub mtu: Option<u32>,
 }
 
@@ -130,6 +152,94 @@ impl LinkManager {
                 error,
             ))),
         }
+    }
+}
+
+impl LinkManager {
+    /// Creates a bridge network's veth pair in one request (see [`PodVethRequest`]): the pod
+    /// end down (brought up by [`PodNamespace::bring_up`]), the bridge end up and attached.
+    /// Returns the bridge end's ifindex.
+    pub async fn create_pod_veth(&self, request: &PodVethRequest<'_>) -> Result<u32, PodLinkError> {
+        let (bridge_index, cached) = self
+            .device_index(request.bridge)
+            .await?
+            .ok_or_else(|| NetlinkError::BridgeNotFound(request.bridge.to_string()))?;
+        if self.bridge_port_limit < super::KERNEL_MAX_BRIDGE_PORTS {
+            let ports = self.bridge_ports(request.bridge).await?;
+            if ports.total >= self.bridge_port_limit {
+                return Err(PodLinkError::Netlink(NetlinkError::BridgeFull {
+                    bridge: request.bridge.to_string(),
+                    ports: ports.total,
+                    limit: self.bridge_port_limit,
+                }));
+            }
+        }
+        let mut host_mac = request.mac;
+        host_mac[0] = 0xfe;
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(request.ifname.to_string())
+            .address(request.mac.to_vec())
+            .index(request.ifindex)
+            .setns_by_fd(request.netns.as_raw_fd());
+        let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(request.host_name.to_string())
+            .address(host_mac.to_vec())
+            // The kernel honours the peer's ifindex only when this end asks for one too
+            // (`veth_newlink`); the same number is free on the node, being from the range.
+            .index(request.ifindex)
+            .controller(bridge_index)
+            .up();
+        if let Some(mtu) = request.mtu {
+            peer = peer.mtu(mtu);
+            host = host.mtu(mtu);
+        }
+        let message = host
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .build();
+        match self.handle.link().add(message).execute().await {
+            Ok(()) => {}
+            Err(error) if errno(&error) == Some(EEXIST) => {
+                return Err(PodLinkError::NameExists(request.ifname.to_string()));
+            }
+            Err(error) if errno(&error) == Some(EBUSY) => {
+                return Err(PodLinkError::IndexTaken(request.ifindex));
+            }
+            Err(error) if errno(&error) == Some(EXFULL) => {
+                let ports = self.bridge_ports(request.bridge).await?;
+                return Err(PodLinkError::Netlink(NetlinkError::BridgeFull {
+                    bridge: request.bridge.to_string(),
+                    ports: ports.total,
+                    limit: super::KERNEL_MAX_BRIDGE_PORTS,
+                }));
+            }
+            Err(error) if errno(&error) == Some(ENODEV) && cached => {
+                self.forget_device(request.bridge);
+                return Box::pin(self.create_pod_veth(request)).await;
+            }
+            Err(error) if errno(&error) == Some(ENODEV) => {
+                return Err(PodLinkError::Netlink(NetlinkError::BridgeNotFound(
+                    request.bridge.to_string(),
+                )));
+            }
+            Err(error) => {
+                return Err(PodLinkError::Netlink(NetlinkError::kernel(
+                    format!(
+                        "creating veth {} on {} for the pod's {}",
+                        request.host_name, request.bridge, request.ifname
+                    ),
+                    error,
+                )));
+            }
+        }
+        self.link_by_name(request.host_name)
+            .await?
+            .map(|link| link.header.index)
+            .ok_or_else(|| {
+                PodLinkError::Netlink(NetlinkError::LinkGone(crate::ownership::LinkRef {
+                    ifindex: 0,
+                    name: request.host_name.to_string(),
+                }))
+            })
     }
 }
 
