@@ -5,9 +5,12 @@
 #   webhook; a network imported from libvirt XML; ports for two VMs; a migration check that
 #   says yes for one node and no, with reasons, for the other; and a clean teardown.
 # Installs what it needs first. Run as root on Debian 12.
+# `scripts/demo.sh --real-node` shows the chart's pods on a real kubelet instead
+# (scripts/demo-real-node.sh).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
+[ "${1:-}" = --real-node ] && exec bash scripts/demo-real-node.sh
 source scripts/lib.sh
 source scripts/control-plane.sh
 need_root

@@ -386,10 +386,7 @@ impl RealNode {
 
     /// The pause and switchyard image archives, in the node's directory.
     fn build_images(&self, pause: &Path) -> Result<Vec<PathBuf>, RealNodeError> {
-        let binary_dir = workspace_binary(images::SWITCHYARD_BINARIES[0])
-            .parent()
-            .expect("a binary has a directory")
-            .to_path_buf();
+        let binary_dir = switchyard_binary_dir();
         let switchyard = images::switchyard_image(
             &format!("{SWITCHYARD_IMAGE_REPOSITORY}:{SWITCHYARD_IMAGE_TAG}"),
             &binary_dir,
@@ -429,6 +426,19 @@ impl Drop for RealNode {
                 self.layout.name
             );
         }
+    }
+}
+
+/// Where this build's switchyard binaries are: beside the running program when it is one of
+/// them (switchyard-control-plane for the demo), else the test's profile directory.
+fn switchyard_binary_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the program's own path");
+    match exe.parent() {
+        Some(dir) if dir.join(images::SWITCHYARD_BINARIES[0]).is_file() => dir.to_path_buf(),
+        _ => workspace_binary(images::SWITCHYARD_BINARIES[0])
+            .parent()
+            .expect("a binary has a directory")
+            .to_path_buf(),
     }
 }
 
