@@ -6,12 +6,11 @@ pub mod network;
 pub mod node_labels;
 pub mod port_labels;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
+use switchyard_retry::{Backoffs, Retry, classify_kube};
 
 use crate::cache::Caches;
 use crate::events::Publisher;
@@ -28,7 +27,7 @@ pub struct Context {
     /// Publishes Kubernetes Events.
     pub events: Publisher,
     /// Consecutive failures per object, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Backoffs<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -50,18 +49,14 @@ impl Context {
             client,
             caches,
             metrics,
-            failures: Mutex::new(HashMap::new()),
+            failures: Backoffs::new(),
         }
-    }
-
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets an object's failures after a successful reconcile.
     fn succeeded(&self, controller: &'static str, key: &str) {
         self.metrics.reconciled(controller);
-        self.failures().remove(key);
+        self.failures.succeeded(&key.to_string());
     }
 }
 
@@ -74,29 +69,15 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
-    /// Whether retrying can help: server errors, conflicts, throttling and connection
-    /// failures can; any other 4xx means the write itself is wrong, and retrying it would
-    /// only repeat the refusal until the object changes.
+    /// Whether retrying can help (the policy shared with the node agent, `switchyard-retry`):
+    /// server errors, conflicts, throttling and connection failures can; any other 4xx means
+    /// the write itself is wrong, and retrying it would only repeat the refusal until the
+    /// object changes.
     pub fn is_transient(&self) -> bool {
         match self {
-            ReconcileError::Api(kube::Error::Api(status)) => {
-                !(400..500).contains(&status.code) || matches!(status.code, 409 | 429)
-            }
-            ReconcileError::Api(_) => true,
+            ReconcileError::Api(error) => classify_kube(error) == Retry::Transient,
         }
     }
-}
-
-/// The first retry waits this long; each further failure doubles it, up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-/// The longest wait between retries of one object.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// The delay before retry number `failures` (1-based).
-pub fn backoff(failures: u32) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF)
 }
 
 fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
@@ -123,13 +104,7 @@ pub fn on_error<K: Resource<DynamicType = ()>>(
         return Action::await_change();
     }
     ctx.metrics.reconcile_failed(controller, "transient");
-    let attempt = {
-        let mut failures = ctx.failures();
-        let count = failures.entry(key.clone()).or_default();
-        *count += 1;
-        *count
-    };
-    let delay = backoff(attempt);
+    let (attempt, delay) = ctx.failures.failed(key.clone());
     tracing::warn!(controller, object = %key, %error, attempt, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -144,29 +119,6 @@ pub fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_five_minutes() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(4), Duration::from_secs(4));
-        assert_eq!(backoff(20), MAX_BACKOFF);
-        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn client_errors_wait_and_server_errors_retry() {
-        let api = |code| {
-            ReconcileError::Api(kube::Error::Api(Box::new(
-                kube::core::Status::failure("x", "y").with_code(code),
-            )))
-        };
-        assert!(!api(422).is_transient());
-        assert!(!api(403).is_transient());
-        assert!(api(409).is_transient());
-        assert!(api(429).is_transient());
-        assert!(api(500).is_transient());
-    }
 
     #[test]
     fn now_is_rfc3339_in_seconds() {

@@ -26,6 +26,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use switchyard_crds::{LABEL_NODE, Network, NetworkNode, NetworkPort, agent_manager};
+use switchyard_retry::{Backoffs, Retry, classify_kube};
 use thiserror::Error;
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -97,6 +98,19 @@ pub enum ReconcileError {
     Incomplete(&'static str),
 }
 
+impl ReconcileError {
+    /// Whether retrying can help. The kernel's refusals are retried (a device busy now, a
+    /// transient lack of memory) except for a request that can never pass as it is.
+    fn retry(&self) -> Retry {
+        match self {
+            Self::Kube(error) => classify_kube(error),
+            Self::Netlink(NetlinkError::InvalidMac(_) | NetlinkError::InvalidGroups(_))
+            | Self::Incomplete(_) => Retry::Invalid,
+            Self::Netlink(_) | Self::Delete(_) => Retry::Transient,
+        }
+    }
+}
+
 /// A port the agent realised: the link it made (for deletion without a kernel lookup) and the
 /// pool device or bridge the kernel shows it on (to correct a status that says otherwise).
 #[derive(Debug, Clone)]
@@ -148,6 +162,8 @@ pub struct Context {
     report: Notify,
     ready: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Consecutive reconcile failures per port, for backoff.
+    failures: Backoffs<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -272,6 +288,7 @@ impl Agent {
             report: Notify::new(),
             ready: AtomicBool::new(false),
             metrics,
+            failures: Backoffs::new(),
         });
 
         // The node's labels decide which networks it serves: a change is worth a report.
@@ -416,4 +433,31 @@ fn now() -> String {
         .round(jiff::Unit::Second)
         .unwrap_or_else(|_| jiff::Timestamp::now())
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_wait_for_a_change_and_trouble_is_retried() {
+        let api = |code| {
+            ReconcileError::Kube(kube::Error::Api(Box::new(
+                kube::core::Status::failure("x", "y").with_code(code),
+            )))
+        };
+        assert_eq!(api(422).retry(), Retry::Invalid);
+        assert_eq!(api(404).retry(), Retry::Invalid);
+        assert_eq!(api(409).retry(), Retry::Transient);
+        assert_eq!(api(503).retry(), Retry::Transient);
+        assert_eq!(
+            ReconcileError::Netlink(NetlinkError::InvalidMac("x".into())).retry(),
+            Retry::Invalid
+        );
+        assert_eq!(
+            ReconcileError::Netlink(NetlinkError::DeviceNotFound("eth0".into())).retry(),
+            Retry::Transient
+        );
+        assert_eq!(ReconcileError::Incomplete("uid").retry(), Retry::Invalid);
+    }
 }

@@ -17,6 +17,7 @@ use crate::allocator::{AllocationError, PoolMember, Sharing};
 use crate::netlink::{BridgePortRequest, MacvtapRequest, NetlinkError, RealisedLink};
 use crate::port_key::PortKey;
 use crate::realisation::{RealisationKind, realise};
+use switchyard_retry::Retry;
 
 /// How soon a port waiting for a free device looks again. Deletions free devices at any time
 /// and waiting ports are few, so polling beats tracking who waits for what.
@@ -43,8 +44,12 @@ pub(super) async fn reconcile(
     if crate::cni::made_by_cni(&port) {
         return Ok(Action::await_change());
     }
+    let port_key = key(&port).to_string();
     let result = reconcile_port(port, &ctx).await;
     ctx.metrics.reconciled(result.is_ok());
+    if result.is_ok() {
+        ctx.failures.succeeded(&port_key);
+    }
     result
 }
 
@@ -72,14 +77,26 @@ async fn reconcile_port(
     apply(&port, ctx).await
 }
 
-/// Retries with backoff: transient API or kernel trouble.
+/// Transient API or kernel trouble is retried with exponential backoff and jitter per port
+/// (the controller's policy, `switchyard-retry`); an invalid request waits for the port to
+/// change, as repeating it would only repeat the refusal.
 pub(super) fn error_policy(
     port: Arc<NetworkPort>,
     error: &ReconcileError,
-    _ctx: Arc<Context>,
+    ctx: Arc<Context>,
 ) -> Action {
-    warn!(port = %key(&port), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_millis(500))
+    let key = key(&port);
+    match error.retry() {
+        Retry::Invalid => {
+            warn!(port = %key, %error, "refused; waiting for the port to change");
+            Action::await_change()
+        }
+        Retry::Transient => {
+            let (attempt, delay) = ctx.failures.failed(key.to_string());
+            warn!(port = %key, %error, attempt, retry_in = ?delay, "reconcile failed");
+            Action::requeue(delay)
+        }
+    }
 }
 
 fn key(port: &NetworkPort) -> PortKey {
