@@ -799,6 +799,105 @@ async fn bridge_networks_give_the_pod_a_veth_end() {
     node.node.stop_agent();
 }
 
+#[tokio::test]
+async fn the_sweep_releases_what_no_runtime_will_delete() {
+    let env = TestEnv::new("cni-sweep").await;
+    let node = cni_node(
+        &env,
+        "cnis",
+        "  forward: {mode: bridge, interfaces: [{dev: eth0}]}\n",
+    )
+    .await;
+    let pods_api = Api::<Pod>::namespaced(env.client.clone(), &env.namespace);
+    let mut attach = Vec::new();
+    for name in ["deleted", "failed", "netns-gone", "port-deleted", "kept"] {
+        let pod = create_pod(&env, name, &node.node.name, None).await;
+        let netns = Sandbox::new("sw").unwrap();
+        let mut sandbox =
+            Sandbox1::new(netns.path(), &pod, "net1", conf(&node, "1.0.0", json!({})));
+        assert!(sandbox.add().success, "{name}");
+        attach.push((name, netns, sandbox));
+    }
+    // An orphan: a pod port of this node that no record knows.
+    let mut orphan = switchyard_tests::fixtures::port(
+        &env.namespace,
+        "orphan",
+        &node.network,
+        &node.node.name,
+        "02:00:00:00:00:01",
+    );
+    orphan
+        .labels_mut()
+        .insert(LABEL_POD_UID.into(), "no-such-pod".into());
+    ports_api(&env)
+        .create(&PostParams::default(), &orphan)
+        .await
+        .unwrap();
+
+    // No DEL comes for any of these.
+    pods_api
+        .delete(
+            "deleted",
+            &kube::api::DeleteParams::default().grace_period(0),
+        )
+        .await
+        .unwrap();
+    pods_api
+        .patch_status(
+            "failed",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"phase": "Failed"}})),
+        )
+        .await
+        .unwrap();
+    let (_, netns_gone, _) = attach.remove(2);
+    drop(netns_gone);
+    let port_deleted = &attach[2].2;
+    let port = pod_ports(&env, &port_deleted.pod_uid).await.remove(0);
+    ports_api(&env)
+        .delete(&port.name_any(), &Default::default())
+        .await
+        .unwrap();
+
+    let kept_uid = attach[3].2.pod_uid.clone();
+    let attach = &attach;
+    let state_dir = node.state_dir.clone();
+    wait_for("the sweep", || {
+        let env = &env;
+        let kept_uid = kept_uid.clone();
+        let state_dir = state_dir.clone();
+        async move {
+            let left: Vec<String> = pod_ports_all(env)
+                .await
+                .iter()
+                .map(|p| p.labels()[LABEL_POD_UID].clone())
+                .collect();
+            if left != [kept_uid] {
+                return Err(format!("ports of {left:?}"));
+            }
+            for (name, netns, _) in attach {
+                let links: Vec<String> =
+                    netns.links().unwrap().into_iter().map(|l| l.name).collect();
+                let wanted: &[&str] = if *name == "kept" {
+                    &["lo", "net1"]
+                } else {
+                    &["lo"]
+                };
+                if links != wanted {
+                    return Err(format!("{name} holds {links:?}"));
+                }
+            }
+            let records = std::fs::read_dir(&state_dir).unwrap().count();
+            (records == 1)
+                .then_some(())
+                .ok_or(format!("{records} records"))
+        }
+    })
+    .await;
+    assert_eq!(network_node(&env, &node.node.name).await.ports, 1);
+    assert!(attach[3].2.check().success);
+}
+
 /// What the churn workers tell the killer.
 #[derive(Debug, Default)]
 struct Stats {

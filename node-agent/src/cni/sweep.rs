@@ -249,7 +249,7 @@ async fn sweep_once(cni: &Cni) {
             {
                 Some("its NetworkPort was deleted")
             }
-            Phase::Ready if pod_gone(cni, &record).await => Some("its pod is gone"),
+            Phase::Ready if pod_gone(cni, &record).await => Some("its pod is gone or terminated"),
             Phase::Ready => None,
         };
         if let Some(reason) = reason {
@@ -262,12 +262,20 @@ async fn sweep_once(cni: &Cni) {
     }
 }
 
-/// Whether the record's pod no longer exists (deleted, or re-created under another UID).
+/// Whether the record's pod is gone: deleted, re-created under another UID, or terminated
+/// (`Succeeded` or `Failed`: its containers never run again).
 async fn pod_gone(cni: &Cni, record: &Record) -> bool {
     let api = Api::<Pod>::namespaced(cni.ctx.kube_client().clone(), &record.pod_namespace);
     match api.get_opt(&record.pod_name).await {
         Ok(None) => true,
-        Ok(Some(pod)) => pod.uid().as_deref() != Some(record.pod_uid.as_str()),
+        Ok(Some(pod)) => {
+            let terminated = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
+            terminated || pod.uid().as_deref() != Some(record.pod_uid.as_str())
+        }
         Err(error) => {
             debug!(%error, pod = %record.pod_name, "sweep: reading the pod");
             false
