@@ -1,6 +1,7 @@
 //! switchyard node agent: realises a node's `NetworkPort`s as kernel links.
 //!
 //! - [`allocator`]: which pool device a port gets (pure);
+//! - [`bandwidth`]: a port's `<bandwidth>` as libvirt's tc objects (pure plan and encoding);
 //! - [`plan`]: recovery at start-up, desired vs observed (pure);
 //! - [`ownership`]: what marks a link as the agent's (names, groups, alias);
 //! - [`netlink`]: the kernel edge over rtnetlink, inside the node's network namespace;
@@ -12,6 +13,7 @@
 
 pub mod agent;
 pub mod allocator;
+pub mod bandwidth;
 pub mod cni;
 pub mod http;
 pub mod netlink;
