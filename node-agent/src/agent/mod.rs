@@ -12,6 +12,7 @@ pub mod port_status;
 mod ports;
 mod recovery;
 mod reporter;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -231,10 +232,10 @@ impl Agent {
             Api::<Network>::all(client.clone()),
             watcher::Config::default(),
         )
-        .modify(|network| trim_metadata(&mut network.metadata))
-        .default_backoff()
-        .reflect(networks_writer)
-        .touched_objects();
+        .modify(|network| trim_metadata(&mut network.metadata));
+        let network_events = watch::recovering(network_events, "Network")
+            .reflect(networks_writer)
+            .touched_objects();
         let (nodes, nodes_writer) = reflector::store::<Node>();
         let node_events = watcher(
             Api::<Node>::all(client.clone()),
@@ -246,10 +247,10 @@ impl Agent {
             trim_metadata(&mut node.metadata);
             node.spec = None;
             node.status = node.status.take().map(reporter::own_resources_only);
-        })
-        .default_backoff()
-        .reflect(nodes_writer)
-        .touched_objects();
+        });
+        let node_events = watch::recovering(node_events, "Node")
+            .reflect(nodes_writer)
+            .touched_objects();
         let (ports, ports_writer) = reflector::store::<NetworkPort>();
         // The controller itself waits on this store's readiness, and a store wakes only one
         // waiter (kube-runtime's `DelayedInit` keeps the last waker): a second wait there can
@@ -262,17 +263,17 @@ impl Agent {
                 .labels(&format!("{LABEL_NODE}={node}"))
                 .page_size(PORT_LIST_PAGE),
         )
-        .modify(|port| trim_metadata(&mut port.metadata))
-        .default_backoff()
-        .reflect(ports_writer)
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone))
-                && let Some(listed) = ports_listed_tx.take()
-            {
-                let _ = listed.send(());
-            }
-        })
-        .applied_objects();
+        .modify(|port| trim_metadata(&mut port.metadata));
+        let port_events = watch::recovering(port_events, "NetworkPort")
+            .reflect(ports_writer)
+            .inspect(move |event| {
+                if matches!(event, Ok(watcher::Event::InitDone))
+                    && let Some(listed) = ports_listed_tx.take()
+                {
+                    let _ = listed.send(());
+                }
+            })
+            .applied_objects();
 
         let context = Arc::new(Context {
             deleter: DeleteBatcher::start(links.clone(), metrics.clone()),
