@@ -789,7 +789,15 @@ async fn bridge_networks_give_the_pod_a_veth_end() {
     );
     assert!(sandbox.check().success);
     assert_eq!(pod_ports(&env, &sandbox.pod_uid).await.len(), 1);
-    assert_eq!(network_node(&env, &node.node.name).await.ports, 1);
+    wait_for("the node's report to count one port", || {
+        let env = &env;
+        let name = node.node.name.clone();
+        async move {
+            let ports = network_node(env, &name).await.ports;
+            (ports == 1).then_some(()).ok_or(format!("{ports} ports"))
+        }
+    })
+    .await;
 
     // DEL takes the pair away, both ends.
     assert!(sandbox.del().success);
@@ -894,7 +902,15 @@ async fn the_sweep_releases_what_no_runtime_will_delete() {
         }
     })
     .await;
-    assert_eq!(network_node(&env, &node.node.name).await.ports, 1);
+    wait_for("the node's report to count one port", || {
+        let env = &env;
+        let name = node.node.name.clone();
+        async move {
+            let ports = network_node(env, &name).await.ports;
+            (ports == 1).then_some(()).ok_or(format!("{ports} ports"))
+        }
+    })
+    .await;
     assert!(attach[3].2.check().success);
 }
 
