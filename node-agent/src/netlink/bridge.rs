@@ -37,6 +37,20 @@ pub struct BridgePorts {
 }
 
 impl LinkManager {
+    async fn create_bridge_port_again(
+        &self,
+        request: &BridgePortRequest<'_>,
+        attempt: u32,
+    ) -> Result<RealisedLink, NetlinkError> {
+        if attempt >= super::CREATE_ATTEMPTS {
+            return Err(NetlinkError::CreateRetries {
+                name: link_name(request.port_uid),
+                attempts: attempt,
+            });
+        }
+        Box::pin(self.create_bridge_port_attempt(request, attempt + 1)).await
+    }
+
     /// Creates the port's veth pair: the bridge end named [`link_name`], attached to the
     /// bridge, up, in the owned group, aliased with the port UID; the guest end named
     /// [`peer_link_name`], up, with the guest's MAC. A full bridge gives
@@ -44,6 +58,16 @@ impl LinkManager {
     pub async fn create_bridge_port(
         &self,
         request: &BridgePortRequest<'_>,
+    ) -> Result<RealisedLink, NetlinkError> {
+        self.create_bridge_port_attempt(request, 1).await
+    }
+
+    /// One attempt of [`Self::create_bridge_port`]; a name taken again after the old link was replaced (or
+    /// a stale cached ifindex) is tried again, at most [`super::CREATE_ATTEMPTS`] times in all.
+    async fn create_bridge_port_attempt(
+        &self,
+        request: &BridgePortRequest<'_>,
+        attempt: u32,
     ) -> Result<RealisedLink, NetlinkError> {
         let guest_mac = parse_mac(request.mac)?;
         let mut bridge_mac = guest_mac;
@@ -97,7 +121,7 @@ impl LinkManager {
             }
             Err(error) if errno(&error) == Some(ENODEV) && cached => {
                 self.forget_device(request.bridge);
-                return Box::pin(self.create_bridge_port(request)).await;
+                return self.create_bridge_port_again(request, attempt).await;
             }
             Err(error) if errno(&error) == Some(ENODEV) => {
                 return Err(NetlinkError::BridgeNotFound(request.bridge.to_string()));
@@ -108,7 +132,7 @@ impl LinkManager {
                     .await?
                 {
                     Some(existing) => (existing.header.index, Some(existing), true),
-                    None => return Box::pin(self.create_bridge_port(request)).await,
+                    None => return self.create_bridge_port_again(request, attempt).await,
                 }
             }
             Err(error) => {

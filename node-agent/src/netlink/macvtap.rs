@@ -46,12 +46,36 @@ pub(super) fn api_mode(mode: &KernelMode) -> Option<MacvtapMode> {
 }
 
 impl LinkManager {
+    async fn create_macvtap_again(
+        &self,
+        request: &MacvtapRequest<'_>,
+        attempt: u32,
+    ) -> Result<RealisedLink, NetlinkError> {
+        if attempt >= super::CREATE_ATTEMPTS {
+            return Err(NetlinkError::CreateRetries {
+                name: link_name(request.port_uid),
+                attempts: attempt,
+            });
+        }
+        Box::pin(self.create_macvtap_attempt(request, attempt + 1)).await
+    }
+
     /// Creates the port's macvtap on `lower`, up, in the owned group, aliased with the port UID,
     /// and returns it with its tap device. Idempotent: if this port's link already exists as
     /// asked it is returned; if it exists differently (another device or mode) it is replaced.
     pub async fn create_macvtap(
         &self,
         request: &MacvtapRequest<'_>,
+    ) -> Result<RealisedLink, NetlinkError> {
+        self.create_macvtap_attempt(request, 1).await
+    }
+
+    /// One attempt of [`Self::create_macvtap`]; a name taken again after the old link was replaced (or
+    /// a stale cached ifindex) is tried again, at most [`super::CREATE_ATTEMPTS`] times in all.
+    async fn create_macvtap_attempt(
+        &self,
+        request: &MacvtapRequest<'_>,
+        attempt: u32,
     ) -> Result<RealisedLink, NetlinkError> {
         let mac = parse_mac(request.mac)?;
         let name = link_name(request.port_uid);
@@ -75,12 +99,12 @@ impl LinkManager {
                 match self.existing_macvtap(&name, request, lower_index).await? {
                     Some(existing) => (existing.header.index, Some(existing), true),
                     // It was this port's, but not as asked: it is gone now, create afresh.
-                    None => return Box::pin(self.create_macvtap(request)).await,
+                    None => return self.create_macvtap_again(request, attempt).await,
                 }
             }
             Err(error) if errno(&error) == Some(ENODEV) && cached => {
                 self.forget_device(request.lower);
-                return Box::pin(self.create_macvtap(request)).await;
+                return self.create_macvtap_again(request, attempt).await;
             }
             Err(error) if errno(&error) == Some(ENODEV) => {
                 return Err(NetlinkError::DeviceNotFound(request.lower.to_string()));

@@ -38,6 +38,10 @@ pub use pod::{PodLink, PodLinkError, PodMacvtapRequest, PodNamespace, PodVethReq
 
 use netns::NamespaceWorker;
 
+/// How often one create is tried when its name keeps being taken (the old link replaced, and
+/// the name taken again) or a cached ifindex was stale: a bound, not a loop.
+const CREATE_ATTEMPTS: u32 = 3;
+
 /// `EEXIST`: a link of that name exists.
 const EEXIST: i32 = 17;
 /// `ENODEV`: no such link.
@@ -103,6 +107,15 @@ pub enum NetlinkError {
         name: String,
         /// The port that wanted it.
         port_uid: String,
+    },
+    /// A link's name (or its peer's) was still taken after the old link was replaced, every
+    /// attempt.
+    #[error("link {name}: its name (or its peer's) was still taken after {attempts} attempts")]
+    CreateRetries {
+        /// The link's name.
+        name: String,
+        /// Attempts made.
+        attempts: u32,
     },
     /// A delete was asked for a link outside the owned groups (or without the owned prefix).
     #[error("refusing to delete link {0}: it is not one of switchyard's links")]
