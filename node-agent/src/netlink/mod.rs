@@ -13,6 +13,7 @@ mod macvtap;
 mod netns;
 mod observe;
 mod pod;
+mod tc;
 
 use std::collections::HashMap;
 use std::io;
@@ -35,6 +36,7 @@ pub use macvtap::MacvtapRequest;
 pub use netns::NetnsTarget;
 pub use observe::DeviceState;
 pub use pod::{PodLink, PodLinkError, PodMacvtapRequest, PodNamespace, PodVethRequest};
+pub use tc::MissingTcFeature;
 
 use netns::NamespaceWorker;
 
