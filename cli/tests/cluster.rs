@@ -1,47 +1,17 @@
 //! The commands that read a Network from the cluster (`export NAME`, `explain-port --network
 //! NAME`), run as the built `kubectl-switchyard` against the real local apiserver.
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+
+use common::{Output, corpus, run_with_kubeconfig};
 
 use switchyard_tests::cluster::TestEnv;
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs the plugin with the test cluster's kubeconfig.
 fn run(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubectl-switchyard"))
-        .args(args)
-        .env("KUBECONFIG", &env.kubeconfig)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let input = stdin.unwrap_or_default().to_string();
-    let mut pipe = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    Output {
-        code: output.status.code().expect("exited normally"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
-fn corpus(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus/libvirt")
-        .join(path)
-        .to_string_lossy()
-        .into_owned()
+    run_with_kubeconfig(env.kubeconfig.as_os_str(), args, stdin)
 }
 
 /// Applies a Network given as YAML, labelled so that it is removed with the test.

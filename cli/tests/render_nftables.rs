@@ -2,34 +2,18 @@
 //! name its output is libvirt's golden file once the continuation lines are joined, the
 //! `nft -ae` prefix dropped and the shell quoting undone. No cluster is involved.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use std::path::PathBuf;
+
+use common::{Output, corpus_path};
 
 fn run(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_kubectl-switchyard"))
-        .args(args)
-        // Never reach a real cluster from these tests.
-        .env("KUBECONFIG", "/nonexistent/kubeconfig")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .expect("the binary runs");
-    Output {
-        code: output.status.code().expect("exited normally"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
+    common::run(args, None)
 }
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus/libvirt/networkxml2firewalldata")
-        .join(name)
+    corpus_path("networkxml2firewalldata").join(name)
 }
 
 /// A golden file as the lines `render` prints: continuations joined, `# handle` echoes

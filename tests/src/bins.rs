@@ -33,3 +33,29 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     );
     binary
 }
+
+/// Runs `command` to its end with `stdin` piped in and stdout and stderr captured.
+///
+/// The input is written from a thread of its own, so that a program printing more than a pipe
+/// holds before it has read all of it cannot deadlock the test. Returns the output and how
+/// writing went: a program may stop reading early (and the caller decide whether that is fine).
+pub fn output_with_stdin(
+    mut command: std::process::Command,
+    stdin: Vec<u8>,
+) -> (std::process::Output, std::io::Result<()>) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {:?}: {e}", command.get_program()));
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || pipe.write_all(&stdin));
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {:?}: {e}", command.get_program()));
+    let written = writer.join().expect("the stdin writer");
+    (output, written)
+}

@@ -6,15 +6,14 @@
 //! The libvirt crate's unit tests check the XML reader's limits as a library; here the whole
 //! program is run, so exit codes, messages and the absence of panics are what a user sees.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use switchyard_crds::Network;
-use switchyard_tests::bins::workspace_binary;
+use switchyard_tests::bins::{output_with_stdin, workspace_binary};
 use switchyard_tests::cluster::TestEnv;
 
 struct Run {
@@ -25,25 +24,13 @@ struct Run {
 
 /// Runs `kubectl-switchyard` with `stdin`, never against a cluster.
 fn cli(args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(workspace_binary("kubectl-switchyard"))
+    let mut command = Command::new(workspace_binary("kubectl-switchyard"));
+    command
         .args(args)
         .env("KUBECONFIG", "/nonexistent/kubeconfig")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl-switchyard runs");
-    let input = stdin.to_vec();
-    let mut pipe = child.stdin.take().expect("piped stdin");
+        .env_remove("KUBERNETES_SERVICE_HOST");
     // The program may stop reading early (an oversized document): a broken pipe is fine.
-    let writer = std::thread::spawn(move || {
-        let _ = pipe.write_all(&input);
-    });
-    let output = child
-        .wait_with_output()
-        .expect("waiting for kubectl-switchyard");
-    writer.join().expect("the stdin writer");
+    let (output, _written) = output_with_stdin(command, stdin.to_vec());
     Run {
         // Killed by a signal (a stack overflow aborts with SIGABRT / SIGSEGV) counts as a crash.
         code: output.status.code().unwrap_or(-1),
