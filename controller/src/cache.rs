@@ -84,8 +84,6 @@ pub struct Triggers {
     pub ports: UnboundedReceiver<ObjectRef<NetworkPort>>,
     /// Every port.
     pub ports_all: UnboundedReceiver<()>,
-    /// Something a migration check reads changed.
-    pub checks: UnboundedReceiver<()>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,7 +94,6 @@ struct Outbox {
     nodes_all: UnboundedSender<()>,
     ports: UnboundedSender<ObjectRef<NetworkPort>>,
     ports_all: UnboundedSender<()>,
-    checks: UnboundedSender<()>,
 }
 
 impl Outbox {
@@ -115,15 +112,10 @@ impl Outbox {
             .unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
     }
 
-    fn check(&self) {
-        let _ = self.checks.unbounded_send(());
-    }
-
     fn everything(&self) {
         let _ = self.networks_all.unbounded_send(());
         let _ = self.nodes_all.unbounded_send(());
         let _ = self.ports_all.unbounded_send(());
-        let _ = self.checks.unbounded_send(());
     }
 }
 
@@ -200,7 +192,6 @@ pub fn caches(
     let (nodes_all_tx, nodes_all) = unbounded();
     let (ports_tx, ports) = unbounded();
     let (ports_all_tx, ports_all) = unbounded();
-    let (checks_tx, checks) = unbounded();
     let outbox = Outbox {
         networks: networks_tx,
         networks_all: networks_all_tx,
@@ -208,7 +199,6 @@ pub fn caches(
         nodes_all: nodes_all_tx,
         ports: ports_tx,
         ports_all: ports_all_tx,
-        checks: checks_tx,
     };
 
     let updates = stream::select_all([
@@ -254,7 +244,6 @@ pub fn caches(
         nodes_all,
         ports,
         ports_all,
-        checks,
     };
     (caches, triggers, run)
 }
@@ -377,10 +366,9 @@ impl Feeder {
         }
     }
 
-    /// A network's status, the node labels it implies and every check may change.
+    /// A network's status and the node labels it implies may change.
     fn network_changed(&self, name: &str, old: Option<&Network>, new: Option<&Network>) {
         self.outbox.network(name);
-        self.outbox.check();
         let label = format!("{NODE_LABEL_PREFIX}{name}");
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         for (node, info) in index.nodes() {
@@ -412,10 +400,9 @@ impl Feeder {
         }
     }
 
-    /// The networks selecting the node (before or after), its labels and every check.
+    /// The networks selecting the node (before or after) and its labels.
     fn node_changed(&self, name: &str, label_sets: &[Option<&BTreeMap<String, String>>]) {
         self.outbox.node(name);
-        self.outbox.check();
         let label_sets: Vec<&BTreeMap<String, String>> =
             label_sets.iter().flatten().copied().collect();
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
@@ -440,8 +427,8 @@ impl Feeder {
         }
     }
 
-    /// The networks the agent reports (before or after) or that select its node, the node's
-    /// labels and every check.
+    /// The networks the agent reports (before or after) or that select its node, and the
+    /// node's labels.
     fn agent_changed(&self, name: &str, old: Option<&AgentReport>, new: Option<&AgentReport>) {
         let reported = old
             .into_iter()

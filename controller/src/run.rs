@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use futures::channel::mpsc::UnboundedReceiver;
 use futures::{Stream, StreamExt, stream};
 use kube::Client;
 use kube::Resource;
+use kube::ResourceExt;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::utils::{Predicate, PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use switchyard_crds::MigrationCheck;
+use switchyard_crds::{ANNOTATION_RECHECK, MigrationCheck};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::{self, typed_watch};
 use crate::metrics::Metrics;
 use crate::probes::{self, Health, ProbeState};
-use crate::reconcile::{Context, ReconcileError, migration, network, node_labels, port_labels};
+use crate::reconcile::{
+    self, Context, ReconcileError, migration, network, node_labels, port_labels,
+};
 use crate::tls;
 use crate::webhook::{self, WebhookState};
 
@@ -55,6 +58,10 @@ pub struct Args {
     /// The webhook certificate's private key (PEM).
     #[arg(long, env = "SWITCHYARD_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
+    /// How long an answered MigrationCheck is kept before the controller deletes it, in
+    /// seconds (a check is answered once, not kept current; see the CRD's documentation).
+    #[arg(long, env = "SWITCHYARD_CHECK_TTL", default_value_t = reconcile::migration::DEFAULT_TTL.as_secs())]
+    pub check_ttl: u64,
     /// `text` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -84,8 +91,6 @@ pub enum RunError {
 
 /// How long the parts get to finish after SIGTERM before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-/// Migration checks are re-answered at most this often while the cluster keeps changing.
-const CHECK_REFRESH: Duration = Duration::from_secs(1);
 /// Network status waits this long for related changes to settle before it is recomputed.
 const NETWORK_DEBOUNCE: Duration = Duration::from_millis(200);
 
@@ -117,12 +122,14 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let (caches, triggers, watch_all) = cache::caches(client.clone());
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         caches.clone(),
         metrics.clone(),
         std::env::var("HOSTNAME").ok(),
-    ));
+    );
+    ctx.check_ttl = Duration::from_secs(args.check_ttl.max(1));
+    let ctx = Arc::new(ctx);
     let mut parts = Parts {
         tasks: JoinSet::new(),
         health: health.clone(),
@@ -168,7 +175,6 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         nodes_all,
         ports,
         ports_all,
-        checks,
     } = triggers;
     parts.spawn(
         "network reconciler",
@@ -218,11 +224,20 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             ),
         ),
     );
-    // MigrationChecks are not in the index: their own watch feeds their store and queue.
+    // MigrationChecks are not in the index: their own watch feeds their store and queue. A
+    // check is answered when it asks (created, spec changed, recheck annotation), so only
+    // those changes wake it; the controller's own status writes and cluster changes do not.
     let (check_store, check_writer) = reflector::store();
+    let asked = predicates::generation.combine(|check: &MigrationCheck| {
+        check
+            .annotations()
+            .get(ANNOTATION_RECHECK)
+            .map(|value| hash_of(value))
+    });
     let changed_checks = typed_watch::<MigrationCheck>(client)
         .reflect(check_writer)
         .applied_objects()
+        .predicate_filter(asked, PredicateConfig::default())
         .map_ok(|check| ObjectRef::from_obj(&check));
     parts.spawn(
         "migration check reconciler",
@@ -234,7 +249,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
                 ctx.clone(),
                 check_store,
                 changed_checks,
-                throttle(checks, CHECK_REFRESH),
+                stream::empty(),
                 controller::Config::default(),
                 shutdown.clone(),
             ),
@@ -349,15 +364,12 @@ async fn drain<T: std::fmt::Debug, E: std::fmt::Display>(
         .await;
 }
 
-/// At most one item per `period`, however many arrive: each burst of changes re-answers the
-/// migration checks once.
-fn throttle(changes: UnboundedReceiver<()>, period: Duration) -> impl Stream<Item = ()> + Send {
-    stream::unfold(changes, move |mut changes| async move {
-        changes.next().await?;
-        tokio::time::sleep(period).await;
-        while changes.try_recv().is_ok() {}
-        Some(((), changes))
-    })
+/// A hash of `value`, as kube-runtime's predicates compare them.
+fn hash_of(value: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Node};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use switchyard_crds::{MigrationCheck, NODE_LABEL_PREFIX, Network, ReasonCode};
+use switchyard_crds::{ANNOTATION_RECHECK, MigrationCheck, NODE_LABEL_PREFIX, Network, ReasonCode};
 use switchyard_tests::cluster::TestEnv;
 
 use common::{ControllerProcess, agent_reports, cli, eventually, http_get, simulated_node};
@@ -214,7 +214,7 @@ async fn a_check_over_three_nodes_gives_each_its_verdict_via_the_resource_and_th
         String::from_utf8_lossy(&out.stderr).contains("no candidate node can take every interface")
     );
 
-    // The answer follows the cluster: a device frees up on the full node.
+    // A device frees up on the full node; the check answers again when asked.
     agent_reports(
         &env,
         &full,
@@ -228,6 +228,14 @@ async fn a_check_over_three_nodes_gives_each_its_verdict_via_the_resource_and_th
         ),
     )
     .await;
+    checks
+        .patch(
+            "vm1",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {ANNOTATION_RECHECK: "1"}}})),
+        )
+        .await
+        .expect("asking the check again");
     let status = eventually("the check to see the freed device", WAIT, || async {
         let live = checks.get("vm1").await.ok()?;
         live.status.filter(|s| s.eligible_nodes.len() == 2)

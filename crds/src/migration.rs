@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::common::{Condition, VirtualPort, Vlan};
 
 /// A question to the controller: could a guest with these interfaces run (or be migrated)
-/// on these nodes right now? The controller answers in `status`, per node.
+/// on these nodes right now? The controller answers in `status`, per node: once on creation,
+/// again when the spec changes or the `switchyard.dev/recheck` annotation is set. The
+/// controller deletes a check one hour (its `--check-ttl`) after its last answer.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "switchyard.dev",
@@ -19,8 +21,9 @@ use crate::common::{Condition, VirtualPort, Vlan};
     status = "MigrationCheckStatus",
     derive = "PartialEq",
     derive = "Default",
-    doc = "Asks whether a guest's interfaces can move to candidate nodes; answered in status.",
+    doc = "Asks whether a guest's interfaces can move to candidate nodes; answered in status once (again on a spec change or the switchyard.dev/recheck annotation); deleted an hour (the controller's --check-ttl) after the last answer.",
     printcolumn(name = "Eligible", type_ = "string", json_path = ".status.summary"),
+    printcolumn(name = "Answered", type_ = "date", json_path = ".status.answeredAt"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -36,6 +39,12 @@ pub struct MigrationCheckSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
 }
+
+/// Annotation asking the controller to answer a `MigrationCheck` again (any value). A check is
+/// answered once when created and again when its spec changes, not whenever the cluster does:
+/// the answer is a snapshot at `status.answeredAt`. The controller removes the annotation once
+/// the new answer is written.
+pub const ANNOTATION_RECHECK: &str = "switchyard.dev/recheck";
 
 /// One guest interface, as a port would request it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -64,6 +73,11 @@ pub struct MigrationCheckStatus {
     /// The `metadata.generation` answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// When the answer was computed (RFC 3339). It is not kept current: set the
+    /// `switchyard.dev/recheck` annotation to ask again. The controller deletes the check an
+    /// hour (its `--check-ttl`) after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<String>,
     /// `eligible/checked`, for display.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod fixtures;
 pub mod images;
+pub mod metrics;
 pub mod netns;
 pub mod nodes;
 pub mod pki;

@@ -1,16 +1,19 @@
-//! `MigrationCheck` answers: the verdict per candidate node, kept current as the cluster
-//! changes (the check is cheap, so every check is re-answered when something it reads moves).
+//! `MigrationCheck` answers: the verdict per candidate node as the cluster is when the check
+//! is created, its spec changes or the `switchyard.dev/recheck` annotation asks again. A check
+//! is a question, not a subscription: re-answering every check whenever any node's counts move
+//! would make every port anywhere cost a write per open check. An answered check is deleted
+//! [`Context::check_ttl`] after its answer, so old ones do not pile up.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use switchyard_crds::{
-    CONTROLLER_MANAGER, Condition, ConditionStatus, MigrationCheck, MigrationCheckStatus,
-    NodeVerdict,
+    ANNOTATION_RECHECK, CONTROLLER_MANAGER, Condition, ConditionStatus, MigrationCheck,
+    MigrationCheckStatus, NodeVerdict,
 };
 
 use super::{Context, ReconcileError};
@@ -19,7 +22,11 @@ use crate::check::{check_migration, eligible_nodes, summary};
 /// The reconciler's name in metrics and logs.
 pub const NAME: &str = "migrationcheck";
 
-/// Answers a migration check, or brings its answer up to date.
+/// How long an answered check is kept unless the controller's `--check-ttl` says otherwise.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+
+/// Answers a migration check that asks (new, changed or `switchyard.dev/recheck`), and deletes
+/// one whose answer is older than the TTL.
 pub async fn reconcile(
     check: Arc<MigrationCheck>,
     ctx: Arc<Context>,
@@ -27,33 +34,79 @@ pub async fn reconcile(
     if !ctx.caches.wait_synced().await {
         return Ok(Action::await_change());
     }
+    let namespace = check.namespace().unwrap_or_default();
+    let key = format!("{namespace}/{}", check.name_any());
+    let api: Api<MigrationCheck> = Api::namespaced(ctx.client.clone(), &namespace);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    if let Some(answered) = current_answer(&check) {
+        let age = Duration::try_from(now.duration_since(answered)).unwrap_or_default();
+        ctx.succeeded(NAME, &super::object_key(check.as_ref()));
+        if age < ctx.check_ttl {
+            return Ok(Action::requeue(ctx.check_ttl - age));
+        }
+        match api
+            .delete(&check.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(check = %key, answered = %answered, "migration check expired; deleted")
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+        return Ok(Action::await_change());
+    }
+
     let started = Instant::now();
     let verdicts = check_migration(&ctx.caches.read(), &check.spec);
     ctx.metrics.checked(NAME, started.elapsed());
-    let previous = check.status.as_ref();
-    let status = answer(verdicts, check.metadata.generation, previous, &super::now());
-    if previous != Some(&status) {
-        let namespace = check.namespace().unwrap_or_default();
-        let api: Api<MigrationCheck> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": MigrationCheck::api_version(&()),
-            "kind": MigrationCheck::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
+    let status = answer(
+        verdicts,
+        check.metadata.generation,
+        check.status.as_ref(),
+        &super::now(),
+    );
+    let patch = json!({
+        "apiVersion": MigrationCheck::api_version(&()),
+        "kind": MigrationCheck::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &check.name_any(),
+        &PatchParams::apply(CONTROLLER_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    tracing::info!(
+        check = %key,
+        eligible = %status.summary.as_deref().unwrap_or(""),
+        "migration check answered"
+    );
+    if check.annotations().contains_key(ANNOTATION_RECHECK) {
+        // Taken away only after the answer is written: a failure above keeps the request.
+        let unask = json!({"metadata": {"annotations": {ANNOTATION_RECHECK: null}}});
+        api.patch(
             &check.name_any(),
-            &PatchParams::apply(CONTROLLER_MANAGER).force(),
-            &Patch::Apply(&patch),
+            &PatchParams::default(),
+            &Patch::Merge(&unask),
         )
         .await?;
-        tracing::info!(
-            check = %format!("{namespace}/{}", check.name_any()),
-            eligible = %status.summary.as_deref().unwrap_or(""),
-            "migration check answered"
-        );
     }
     ctx.succeeded(NAME, &super::object_key(check.as_ref()));
-    Ok(Action::await_change())
+    Ok(Action::requeue(ctx.check_ttl))
+}
+
+/// When the check's answer was computed, if it answers the current spec and nobody asked
+/// again; `None` when it must be (re-)answered.
+fn current_answer(check: &MigrationCheck) -> Option<k8s_openapi::jiff::Timestamp> {
+    if check.annotations().contains_key(ANNOTATION_RECHECK) {
+        return None;
+    }
+    let status = check.status.as_ref()?;
+    if status.observed_generation != check.metadata.generation {
+        return None;
+    }
+    status.answered_at.as_deref()?.parse().ok()
 }
 
 /// Retries transient failures with backoff.
@@ -94,6 +147,7 @@ pub fn answer(
     };
     MigrationCheckStatus {
         observed_generation: generation,
+        answered_at: Some(now.to_string()),
         summary: Some(summary),
         eligible_nodes: eligible.clone(),
         conditions: vec![Condition {
@@ -152,12 +206,43 @@ mod tests {
             "1 of 2 checked nodes can take every interface"
         );
         let again = answer(verdicts(false), Some(1), Some(&first), "t1");
-        assert_eq!(again, first);
+        assert_eq!(again.answered_at.as_deref(), Some("t1"));
+        assert_eq!(
+            again,
+            MigrationCheckStatus {
+                answered_at: Some("t1".into()),
+                ..first.clone()
+            }
+        );
         let changed = answer(verdicts(true), Some(1), Some(&first), "t2");
         assert_eq!(changed.summary.as_deref(), Some("2/2"));
         assert_eq!(
             changed.conditions[0].last_transition_time.as_deref(),
             Some("t2")
         );
+    }
+
+    fn check(generation: i64, status: Option<MigrationCheckStatus>) -> MigrationCheck {
+        let mut check = MigrationCheck::new("vm1", Default::default());
+        check.metadata.generation = Some(generation);
+        check.status = status;
+        check
+    }
+
+    #[test]
+    fn a_check_is_answered_again_only_when_its_spec_changed_or_it_asks() {
+        assert_eq!(current_answer(&check(1, None)), None, "never answered");
+        let answered = answer(verdicts(true), Some(1), None, "2026-12-01T10:00:00Z");
+        let at: k8s_openapi::jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        assert_eq!(current_answer(&check(1, Some(answered.clone()))), Some(at));
+        assert_eq!(
+            current_answer(&check(2, Some(answered.clone()))),
+            None,
+            "the spec changed since"
+        );
+        let mut asked = check(1, Some(answered));
+        asked.metadata.annotations =
+            Some([(ANNOTATION_RECHECK.to_string(), "1".to_string())].into());
+        assert_eq!(current_answer(&asked), None, "the recheck annotation");
     }
 }

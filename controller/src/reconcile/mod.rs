@@ -7,6 +7,7 @@ pub mod node_labels;
 pub mod port_labels;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
@@ -26,6 +27,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes Events.
     pub events: Publisher,
+    /// How long an answered `MigrationCheck` is kept (see [`migration`]).
+    pub check_ttl: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Backoffs<String>,
 }
@@ -49,6 +52,7 @@ impl Context {
             client,
             caches,
             metrics,
+            check_ttl: migration::DEFAULT_TTL,
             failures: Backoffs::new(),
         }
     }

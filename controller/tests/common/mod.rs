@@ -48,6 +48,11 @@ impl ControllerProcess {
     /// Like [`ControllerProcess::start`], authenticated by `kubeconfig` instead of the test's
     /// admin (e.g. a ServiceAccount token, to run with exactly the chart's permissions).
     pub async fn start_as(kubeconfig: &Path, webhook: bool) -> Self {
+        Self::start_with(kubeconfig, webhook, &[]).await
+    }
+
+    /// Like [`ControllerProcess::start_as`], with extra environment variables (its flags).
+    pub async fn start_with(kubeconfig: &Path, webhook: bool, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let metrics = free_addr();
         let webhook_addr = free_addr();
@@ -59,6 +64,7 @@ impl ControllerProcess {
             .env("SWITCHYARD_WEBHOOK_ADDR", webhook_addr.to_string())
             .env_remove("SWITCHYARD_TLS_CERT_FILE")
             .env_remove("SWITCHYARD_TLS_KEY_FILE")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("creating the log"));

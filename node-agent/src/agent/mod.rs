@@ -23,7 +23,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Config as ControllerConfig, Controller, Error as ControllerError};
+use kube::runtime::predicates;
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use switchyard_crds::{LABEL_NODE, Network, NetworkNode, NetworkPort, agent_manager};
@@ -235,7 +237,13 @@ impl Agent {
         .modify(|network| trim_metadata(&mut network.metadata));
         let network_events = watch::recovering(network_events, "Network")
             .reflect(networks_writer)
-            .touched_objects();
+            .touched_objects()
+            // Only a new spec (generation) wakes the agent. The controller rewrites a network's
+            // status whenever any node's counts move: were that a trigger, every agent would
+            // re-reconcile the network's ports and re-report on every port created anywhere. The
+            // cache above still holds the latest object; a deleted network is seen by the next
+            // periodic report, and its ports keep their links until they are deleted.
+            .predicate_filter(predicates::generation, PredicateConfig::default());
         let (nodes, nodes_writer) = reflector::store::<Node>();
         let node_events = watcher(
             Api::<Node>::all(client.clone()),
