@@ -7,6 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{Output, corpus_path};
+use switchyard_tests::firewall_golden::golden_commands;
 
 fn run(args: &[&str]) -> Output {
     common::run(args, None)
@@ -19,14 +20,9 @@ fn data(name: &str) -> PathBuf {
 /// A golden file as the lines `render` prints: continuations joined, `# handle` echoes
 /// dropped, shell quoting undone, and `nft` / `nft -ae` in front of each nft command dropped.
 fn golden_lines(name: &str) -> Vec<String> {
-    let path = data(name);
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-        .replace(" \\\n", " ")
-        .lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with("# handle"))
-        .map(|line| {
-            let words = shlex::split(line).unwrap_or_else(|| panic!("bad quoting: {line}"));
+    golden_commands(name)
+        .into_iter()
+        .map(|words| {
             let words = match words.first().map(String::as_str) {
                 Some("nft") if words.get(1).is_some_and(|w| w == "-ae") => &words[2..],
                 Some("nft") => &words[1..],

@@ -9,7 +9,7 @@
 //! and `base.iptables`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use switchyard_libvirt::firewall::{Command, FirewallError, LIBVIRT_TABLE, bridge_name};
 use switchyard_libvirt::firewall::{iptables, nftables};
@@ -41,24 +41,11 @@ pub struct Tally {
     pub failures: Vec<String>,
 }
 
-pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus/libvirt/networkxml2firewalldata")
-}
+pub use switchyard_tests::firewall_golden::data_dir;
+use switchyard_tests::firewall_golden::golden_commands;
 
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// A golden file as command lines: continuations joined, the dry run's `# handle` echoes
-/// dropped, shell quoting undone.
-fn golden_commands(file: &str) -> Vec<Vec<String>> {
-    read(&data_dir().join(file))
-        .replace(" \\\n", " ")
-        .lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with("# handle"))
-        .map(|line| shlex::split(line).unwrap_or_else(|| panic!("unbalanced quoting: {line}")))
-        .collect()
 }
 
 fn differences(got: &[Vec<String>], want: &[Vec<String>]) -> String {
