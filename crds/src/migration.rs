@@ -23,7 +23,6 @@ use crate::common::{Condition, VirtualPort, Vlan};
     derive = "Default",
     doc = "Asks whether a guest's interfaces can move to candidate nodes; answered in status once (again on a spec change or the switchyard.dev/recheck annotation); deleted an hour (the controller's --check-ttl) after the last answer.",
     printcolumn(name = "Eligible", type_ = "string", json_path = ".status.summary"),
-    printcolumn(name = "Answered", type_ = "date", json_path = ".status.answeredAt"),
     printcolumn(
         name = "Age",
         type_ = "date",
