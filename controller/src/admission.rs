@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::ResourceExt;
 use switchyard_crds::{Network, NetworkPort, NetworkSpec, ReasonCode};
 use switchyard_libvirt::merge::effective_port;
-use switchyard_libvirt::modes;
 use switchyard_libvirt::validate::validate_network;
+use switchyard_placement::realisation::pool_on_node;
 
 use crate::check::{self, Interface};
 use crate::index::{Index, PortUse};
@@ -153,30 +153,6 @@ fn device_removed(
         |spec: &NetworkSpec| pool_on_node(spec, labels).map(|pool| pool.contains(&device));
     // A pool given by a physical function lists no names: nothing to compare.
     matches!((in_pool(old), in_pool(new)), (Some(true), Some(false)))
-}
-
-/// The pool devices of a network on a node with these labels: the first node group that
-/// matches and gives interfaces, else the spec's pool. `None` when the pool is a physical
-/// function's virtual functions, whose names the spec does not give.
-pub fn pool_on_node<'a>(
-    spec: &'a NetworkSpec,
-    labels: &BTreeMap<String, String>,
-) -> Option<Vec<&'a str>> {
-    match spec
-        .node_groups
-        .iter()
-        .find(|group| group.node_selector.matches(labels))
-    {
-        Some(group) if !group.interfaces.is_empty() => {
-            Some(group.interfaces.iter().map(|i| i.dev.as_str()).collect())
-        }
-        Some(group) if group.pf.is_some() => None,
-        _ => {
-            let pool = modes::pool_devices(spec);
-            let pf_only = spec.forward.as_ref().is_some_and(|f| f.pf.is_some()) && pool.is_empty();
-            (!pf_only).then_some(pool)
-        }
-    }
 }
 
 /// Whether a NetworkPort may be created (`old` is `None`) or updated.

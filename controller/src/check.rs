@@ -16,11 +16,11 @@ use switchyard_crds::{
     NodeVerdict, ReasonCode,
 };
 use switchyard_libvirt::merge::{Connection, PortError, PortRequest, effective_port};
+use switchyard_placement::exclusive::port_is_exclusive;
+use switchyard_placement::ledger::DeviceLoad;
+use switchyard_placement::report::{bridge_limit, bridge_room};
 
 use crate::index::{Index, selects};
-
-/// The kernel's limit of ports on one bridge, when the agent reports none.
-pub const DEFAULT_BRIDGE_MAX_PORTS: u32 = 1023;
 
 /// One guest interface to place.
 #[derive(Debug, Clone)]
@@ -125,7 +125,7 @@ pub fn plan<'a>(index: &'a Index, interfaces: &'a [Interface<'a>]) -> Plan<'a> {
                 demands.last_mut().expect("just pushed")
             }
         };
-        if effective.exclusive {
+        if port_is_exclusive(&effective) {
             demand.exclusive.push(&interface.label);
         } else {
             demand.shared.push(&interface.label);
@@ -297,13 +297,9 @@ fn capacity_reasons(
                 ));
                 return;
             }
-            let max = if bridge.max_ports == 0 {
-                DEFAULT_BRIDGE_MAX_PORTS
-            } else {
-                bridge.max_ports
-            };
-            let free = max.saturating_sub(bridge.total_ports) as usize;
+            let free = bridge_room(bridge.max_ports, bridge.total_ports) as usize;
             if needed > free {
+                let max = bridge_limit(bridge.max_ports);
                 reasons.push(reason(
                     Some(&interfaces(&all)),
                     ReasonCode::CapacityExhausted,
@@ -322,13 +318,14 @@ fn capacity_reasons(
             let mut free_devices = 0usize;
             let mut shared_slots = 0usize;
             for device in &state.devices {
-                if !device.present || device.exclusive {
-                    continue;
-                }
-                if device.connections == 0 {
-                    free_devices += 1;
-                }
-                shared_slots += max.saturating_sub(device.connections) as usize;
+                let load = DeviceLoad {
+                    name: &device.name,
+                    present: device.present,
+                    connections: device.connections,
+                    held_exclusively: device.exclusive,
+                };
+                free_devices += usize::from(load.takes_exclusive());
+                shared_slots += load.shared_room(max) as usize;
             }
             let exclusive_needed = demand.exclusive.len();
             if exclusive_needed > free_devices {

@@ -83,11 +83,9 @@ pub struct EffectivePort {
     pub bandwidth: Option<Bandwidth>,
     /// The `trustGuestRxFilters` that applies.
     pub trust_guest_rx_filters: Option<bool>,
-    /// How the port is realised.
+    /// How the port is realised. Whether it needs a device of its own follows from this and
+    /// the virtualport: `switchyard_placement::exclusive`.
     pub connection: Connection,
-    /// Whether the port needs a pool device of its own: macvtap passthrough, or a macvtap port
-    /// whose merged virtualport is 802.1Qbh.
-    pub exclusive: bool,
 }
 
 /// Where a setting came from.
@@ -427,14 +425,6 @@ pub fn explain_port(
         });
     }
 
-    let exclusive = match connection {
-        Connection::Macvtap(MacvtapMode::Passthrough) => true,
-        Connection::Macvtap(_) => virtualport
-            .as_ref()
-            .is_some_and(|v| v.kind == Some(VirtualPortType::Qbh)),
-        Connection::Bridge => false,
-    };
-
     Ok(Explanation {
         port: EffectivePort {
             portgroup: portgroup.map(|pg| pg.name.clone()),
@@ -443,7 +433,6 @@ pub fn explain_port(
             bandwidth: bandwidth.cloned(),
             trust_guest_rx_filters: trust_guest_rx_filters.copied(),
             connection,
-            exclusive,
         },
         portgroup_named: request.portgroup.is_some(),
         vlan_from,

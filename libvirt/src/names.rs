@@ -10,6 +10,14 @@
 /// (`switchyard.dev/<name>`), each limited to 63.
 pub const MAX_OBJECT_NAME: usize = 63;
 
+/// The kernel's buffer for an interface name, NUL included (`IFNAMSIZ` in `<linux/if.h>`).
+/// Defined here, below every crate that checks device names; `switchyard_placement::kernel`
+/// is where the rest of switchyard takes it from.
+pub const IFNAMSIZ: usize = 16;
+
+/// The longest interface name the kernel takes: [`IFNAMSIZ`] less the NUL.
+pub const MAX_IFNAME_LEN: usize = IFNAMSIZ - 1;
+
 /// A valid Kubernetes object name for a libvirt network name: lower-cased, every run of
 /// characters outside `[a-z0-9.-]` replaced by one `-`, each dot-separated label trimmed of
 /// dashes (empty labels dropped), at most 63 characters; `network` if nothing is left.

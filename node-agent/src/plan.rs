@@ -16,11 +16,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use switchyard_crds::{ActualType, MacvtapMode, PortActual, PortPhase, VirtualPortType};
+use switchyard_crds::{ActualType, PortActual, PortPhase};
+use switchyard_placement::PortKey;
+use switchyard_placement::ledger::{Holding, Ledger};
 
-use crate::allocator::{Holding, Ledger};
 use crate::ownership::{GroupRole, LinkRef, OwnedLink, link_name};
-use crate::port_key::PortKey;
 
 /// The condition reason of a port that lost a device conflict.
 pub const REASON_DEVICE_CONFLICT: &str = "DeviceConflict";
@@ -43,23 +43,8 @@ pub struct PortRecord {
     /// `status.actual`.
     pub actual: Option<PortActual>,
     /// Whether the port holds its device alone: from the merged settings when the network is
-    /// known, else [`actual_is_exclusive`] of the recorded actual.
+    /// known, else `switchyard_placement::exclusive::actual_is_exclusive` of the recorded actual.
     pub exclusive: bool,
-}
-
-/// libvirt's rule for exclusive use, applied to what a port recorded: passthrough, or private
-/// with an 802.1Qbh profile.
-pub fn actual_is_exclusive(actual: &PortActual) -> bool {
-    let qbh = actual
-        .virtualport
-        .as_ref()
-        .and_then(|vp| vp.kind)
-        .is_some_and(|kind| kind == VirtualPortType::Qbh);
-    match actual.mode {
-        Some(MacvtapMode::Passthrough) => true,
-        Some(MacvtapMode::Private) => qbh,
-        _ => false,
-    }
 }
 
 /// What recovery decided for one port.
@@ -461,7 +446,8 @@ fn settle_claims(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_crds::{LinkState, VirtualPort};
+    use switchyard_crds::{LinkState, MacvtapMode, VirtualPort, VirtualPortType};
+    use switchyard_placement::exclusive::actual_is_exclusive;
 
     use crate::ownership::OwnedLinkKind;
 
@@ -870,20 +856,5 @@ mod tests {
         assert_eq!(action_of(&plan, "failed"), &PortAction::Allocate);
         assert_eq!(action_of(&plan, "fresh"), &PortAction::Allocate);
         assert_eq!(plan.ledger.total_connections(), 0);
-    }
-
-    #[test]
-    fn exclusivity_follows_libvirt_rule() {
-        let mut actual = direct_actual(UID_A, 1, "e", MacvtapMode::Passthrough);
-        assert!(actual_is_exclusive(&actual));
-        actual.mode = Some(MacvtapMode::Private);
-        assert!(!actual_is_exclusive(&actual));
-        actual.virtualport = Some(VirtualPort {
-            kind: Some(VirtualPortType::Qbh),
-            ..VirtualPort::default()
-        });
-        assert!(actual_is_exclusive(&actual));
-        actual.mode = Some(MacvtapMode::Vepa);
-        assert!(!actual_is_exclusive(&actual));
     }
 }

@@ -984,8 +984,8 @@ async fn batch_deletion_of_bridge_ports_takes_their_guest_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_plan_from_the_kernel_keeps_live_ports_and_removes_orphans() {
     use switchyard_crds::{ActualType, PortActual, PortPhase};
-    use switchyard_node_agent::PortKey;
     use switchyard_node_agent::plan::{PortAction, PortRecord, plan_recovery};
+    use switchyard_placement::PortKey;
 
     let sandbox = Sandbox::new("recov").unwrap();
     sandbox.add_nics("eth", 2).unwrap();

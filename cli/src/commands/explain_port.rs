@@ -3,6 +3,7 @@
 use switchyard_crds::{Bandwidth, BandwidthLimit, NetworkSpec, VirtualPort, Vlan, VlanNativeMode};
 use switchyard_libvirt::merge::{Explanation, Origin, PortRequest, explain_port};
 use switchyard_libvirt::{Connection, modes};
+use switchyard_placement::exclusive::port_is_exclusive;
 
 use crate::failure::Failure;
 use crate::input::{self, Source};
@@ -64,7 +65,7 @@ fn describe(name: &str, network: &NetworkSpec, explained: &Explanation) -> Strin
         ),
         (
             "connection",
-            connection(network, port.connection, port.exclusive),
+            connection(network, port.connection, port_is_exclusive(port)),
         ),
     ];
     rows.push((

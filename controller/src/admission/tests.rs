@@ -308,20 +308,6 @@ fn port_updates_are_checked_only_when_the_spec_changes() {
 }
 
 #[test]
-fn pools_on_nodes_follow_the_first_matching_group() {
-    let mut spec = vepa(&["eth1"]).spec;
-    let a: BTreeMap<String, String> = [("rack".to_string(), "a".to_string())].into();
-    assert_eq!(pool_on_node(&spec, &a), Some(vec!["eth1"]));
-    spec.node_groups = vec![NodeGroup {
-        name: "pf".into(),
-        node_selector: NodeSelector::default(),
-        pf: Some("ens1".into()),
-        ..Default::default()
-    }];
-    assert_eq!(pool_on_node(&spec, &a), None);
-}
-
-#[test]
 fn network_names_must_fit_in_labels_and_resource_names() {
     let mut long = vepa(&["eth1"]);
     long.metadata.name = Some("n".repeat(64));

@@ -208,7 +208,6 @@ fn virtualport_attributes_combine_from_all_levels() {
     );
     assert_eq!(port.portgroup.as_deref(), Some("pg"));
     assert_eq!(port.connection, Connection::Macvtap(MacvtapMode::Vepa));
-    assert!(!port.exclusive);
 }
 
 #[test]
@@ -433,10 +432,6 @@ fn vlan_and_trust_precedence_matches_observed_libvirt() {
         (own.vlan, own.trust_guest_rx_filters),
         (Some(vlan(&[30])), Some(true))
     );
-    assert!(
-        own.exclusive,
-        "passthrough ports need a device of their own"
-    );
 }
 
 #[test]
@@ -576,8 +571,9 @@ fn floor_admission_against_the_network_limit() {
 }
 
 #[test]
-fn qbh_makes_a_private_port_exclusive() {
-    // EXPECTED.md: private + portgroup with 802.1Qbh -> the Qbh port needs a free device.
+fn a_qbh_portgroup_gives_its_private_ports_the_profile() {
+    // EXPECTED.md: private + portgroup with 802.1Qbh; that the Qbh port then needs a free
+    // device is switchyard_placement::exclusive's rule.
     let mut net = macvtap_network(ForwardMode::Private);
     net.portgroups = vec![PortGroup {
         virtualport: Some(VirtualPort {
@@ -588,7 +584,7 @@ fn qbh_makes_a_private_port_exclusive() {
         ..portgroup("qbh")
     }];
     let shared = effective_port(&net, &PortRequest::default()).unwrap();
-    assert!(!shared.exclusive);
+    assert_eq!(shared.virtualport, None);
     let qbh = effective_port(
         &net,
         &PortRequest {
@@ -597,7 +593,10 @@ fn qbh_makes_a_private_port_exclusive() {
         },
     )
     .unwrap();
-    assert!(qbh.exclusive);
+    assert_eq!(
+        qbh.virtualport.and_then(|v| v.kind),
+        Some(VirtualPortType::Qbh)
+    );
     assert_eq!(qbh.connection, Connection::Macvtap(MacvtapMode::Private));
 }
 

@@ -7,11 +7,10 @@ use switchyard_crds::{ForwardInterface, ForwardMode, NetworkSpec};
 
 use super::Problems;
 use crate::modes;
+use crate::names::MAX_IFNAME_LEN;
 use crate::path::FieldPath;
 use crate::xml;
 
-/// The kernel's limit on interface names (IFNAMSIZ - 1).
-const IFNAME_MAX: usize = 15;
 /// The per-device port limit's range.
 const MAX_CONNECTIONS: std::ops::RangeInclusive<u32> = 1..=4096;
 
@@ -43,9 +42,9 @@ pub(super) fn check(spec: &NetworkSpec, problems: &mut Problems) {
 fn ifname_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         Some("the device name is required".into())
-    } else if name.len() > IFNAME_MAX {
+    } else if name.len() > MAX_IFNAME_LEN {
         Some(format!(
-            "device name '{name}' is longer than the kernel's {IFNAME_MAX} characters"
+            "device name '{name}' is longer than the kernel's {MAX_IFNAME_LEN} characters"
         ))
     } else if name.contains(['/', ' ', '\t', '\n', ':']) || name == "." || name == ".." {
         Some(format!("'{name}' is not a valid network device name"))

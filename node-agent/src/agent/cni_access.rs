@@ -9,8 +9,8 @@ use kube::Client;
 use switchyard_crds::Network;
 
 use super::Context;
-use crate::allocator::Ledger;
 use crate::netlink::LinkManager;
+use switchyard_placement::ledger::Ledger;
 
 impl Context {
     /// The agent's Kubernetes client.

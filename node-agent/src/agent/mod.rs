@@ -34,11 +34,11 @@ use thiserror::Error;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::allocator::Ledger;
 use crate::netlink::{LinkManager, NetlinkError, NetnsTarget};
 use crate::ownership::{LinkGroups, LinkRef};
 use deleter::DeleteBatcher;
 use metrics::Metrics;
+use switchyard_placement::ledger::Ledger;
 
 /// How the agent is run.
 #[derive(Debug, Clone)]

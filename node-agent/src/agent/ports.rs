@@ -10,14 +10,14 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use switchyard_crds::{ActualType, NetworkPort, NetworkPortStatus, PortActual, PortPhase};
 use switchyard_libvirt::merge::{EffectivePort, PortRequest, effective_port};
+use switchyard_placement::PortKey;
+use switchyard_placement::ledger::{AllocationError, Holding, PoolMember, Sharing};
+use switchyard_placement::realisation::{RealisationKind, realise};
+use switchyard_retry::Retry;
 use tracing::{debug, info, warn};
 
 use super::{Context, HeldFailure, Realised, ReconcileError, finalizer, now, port_status};
-use crate::allocator::{AllocationError, PoolMember, Sharing};
 use crate::netlink::{BridgePortRequest, MacvtapRequest, NetlinkError, RealisedLink};
-use crate::port_key::PortKey;
-use crate::realisation::{RealisationKind, realise};
-use switchyard_retry::Retry;
 
 /// How soon a port waiting for a free device looks again. Deletions free devices at any time
 /// and waiting ports are few, so polling beats tracking who waits for what.
@@ -153,6 +153,7 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
             mode,
             pool,
             max_connections_per_device,
+            ..
         } => {
             let device = {
                 let devices = ctx
@@ -166,13 +167,7 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
                         present: d.present(),
                     })
                     .collect();
-                let sharing = if effective.exclusive {
-                    Sharing::Exclusive
-                } else {
-                    Sharing::Shared {
-                        max_connections: *max_connections_per_device,
-                    }
-                };
+                let sharing = Sharing::for_port(&effective, *max_connections_per_device);
                 let allocated = ctx.state().ledger.allocate(
                     &uid,
                     &port_key,
@@ -204,7 +199,7 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
             ctx.state().ledger.record(
                 &uid,
                 bridge,
-                crate::allocator::Holding {
+                Holding {
                     port: port_key.clone(),
                     network: network.name_any(),
                     exclusive: false,

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use switchyard_crds::{NetworkPort, PortPhase};
 use switchyard_libvirt::merge::{PortRequest, effective_port};
+use switchyard_placement::PortKey;
+use switchyard_placement::exclusive::{actual_is_exclusive, port_is_exclusive};
 use tracing::{info, warn};
 
 use super::{AgentError, Context, HeldFailure, Realised, now, port_status, ports};
-use crate::plan::{LinkAction, PortAction, PortRecord, actual_is_exclusive, plan_recovery};
-use crate::port_key::PortKey;
+use crate::plan::{LinkAction, PortAction, PortRecord, plan_recovery};
 
 /// The condition reason of a port whose link vanished with its device: it stays failed until
 /// its spec changes or it is re-created, as libvirt leaves such a port unrealised.
@@ -148,7 +149,7 @@ fn record(port: &NetworkPort, ctx: &Context) -> Option<PortRecord> {
     let actual = port.status.as_ref().and_then(|s| s.actual.clone());
     let exclusive = match ctx.network(&port.spec.network) {
         Some(network) => effective_port(&network.spec, &PortRequest::from_port(&port.spec))
-            .map(|effective| effective.exclusive)
+            .map(|effective| port_is_exclusive(&effective))
             .unwrap_or_else(|_| actual.as_ref().is_some_and(actual_is_exclusive)),
         None => actual.as_ref().is_some_and(actual_is_exclusive),
     };

@@ -13,12 +13,12 @@ use kube::runtime::reflector::ObjectRef;
 use switchyard_crds::{
     Condition, ConditionStatus, NetworkNode, NetworkNodeStatus, RESOURCE_PREFIX,
 };
+use switchyard_placement::realisation::{NodeRealisation, RealisationKind, realise};
+use switchyard_placement::report::node_network;
 use tracing::{debug, warn};
 
 use super::{Context, now};
 use crate::netlink::{BridgePorts, DeviceState, NetlinkError};
-use crate::realisation::{NodeRealisation, RealisationKind, realise};
-use crate::report::node_network;
 
 /// Changes arriving this close together are reported once.
 const SETTLE: Duration = Duration::from_millis(100);

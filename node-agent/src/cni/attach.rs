@@ -28,10 +28,10 @@ use super::records::{NetnsId, Phase, Record};
 use super::{
     ANNOTATION_CONTAINER_ID, ANNOTATION_IFNAME, ANNOTATION_NETNS, Cni, LABEL_POD_UID, sweep,
 };
-use crate::PortKey;
-use crate::allocator::{AllocationError, Holding, PoolMember, Sharing};
 use crate::netlink::{PodLinkError, PodMacvtapRequest, PodNamespace, PodVethRequest};
-use crate::realisation::{RealisationKind, realise};
+use switchyard_placement::PortKey;
+use switchyard_placement::ledger::{AllocationError, Holding, PoolMember, Sharing};
+use switchyard_placement::realisation::{RealisationKind, realise};
 
 /// How many ifindexes ADD tries before giving up (each is checked free first, so more than
 /// one is needed only when another namespace took it in between).
@@ -113,18 +113,13 @@ fn place(cni: &Cni, call: &Call) -> Result<Placement, CniError> {
             mode,
             pool,
             max_connections_per_device,
+            ..
         } => Ok(Placement {
             network: name.clone(),
             kind: PlacementKind::Macvtap {
                 mode,
                 pool,
-                sharing: if effective.exclusive {
-                    Sharing::Exclusive
-                } else {
-                    Sharing::Shared {
-                        max_connections: max_connections_per_device,
-                    }
-                },
+                sharing: Sharing::for_port(&effective, max_connections_per_device),
             },
             effective,
         }),

@@ -11,9 +11,10 @@ use super::{
 };
 use crate::ownership::{LinkRef, link_name, peer_link_name};
 
-/// The kernel's limit of ports per bridge (port numbers 1..=1023); the next attach fails with
-/// `EXFULL`.
-pub const KERNEL_MAX_BRIDGE_PORTS: u32 = 1023;
+/// The kernel's limit of ports per bridge; the next attach fails with `EXFULL`.
+pub use switchyard_placement::kernel::MAX_BRIDGE_PORTS as KERNEL_MAX_BRIDGE_PORTS;
+/// Ports on a bridge, as the report counts them.
+pub use switchyard_placement::report::BridgePorts;
 
 /// A bridge port to create for a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,15 +26,6 @@ pub struct BridgePortRequest<'a> {
     /// The guest's MAC: the guest end gets it; the bridge end gets it with the first byte
     /// `fe`, as libvirt does for taps, so the bridge never adopts a guest's MAC as its own.
     pub mac: &'a str,
-}
-
-/// Ports on a bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BridgePorts {
-    /// All ports, switchyard's and others'.
-    pub total: u32,
-    /// Ports switchyard created.
-    pub owned: u32,
 }
 
 impl LinkManager {

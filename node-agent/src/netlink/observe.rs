@@ -8,29 +8,15 @@ use rtnetlink::packet_route::link::{
     MacVtapMode as KernelMacvtapMode, State,
 };
 use switchyard_crds::LinkState;
+use switchyard_placement::kernel::fits_ifname;
 use tracing::warn;
 
 use super::dump::Dump;
 use super::{LinkManager, NetlinkError, format_mac, macvtap};
 use crate::ownership::{LinkGroups, LinkRef, OwnedLink, OwnedLinkKind, has_owned_prefix};
 
-/// A pool device or bridge as the kernel shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceState {
-    /// The device name.
-    pub name: String,
-    /// Its ifindex; `None` when absent.
-    pub ifindex: Option<u32>,
-    /// Operational state; [`LinkState::Absent`] when the device does not exist.
-    pub state: LinkState,
-}
-
-impl DeviceState {
-    /// Whether the device exists.
-    pub fn present(&self) -> bool {
-        self.ifindex.is_some()
-    }
-}
+/// A pool device or bridge as the kernel shows it, in the form the report reads.
+pub use switchyard_placement::report::DeviceState;
 
 /// The `IFLA_LINKINFO` entries of a link.
 fn link_infos(link: &LinkMessage) -> impl Iterator<Item = &LinkInfo> {
@@ -262,7 +248,7 @@ impl LinkManager {
     /// The link whose name is exactly `name`, as a dump would find it: names the kernel cannot
     /// hold are absent, and a link found through an alternative name is not this one.
     async fn device_by_name(&self, name: &str) -> Result<Option<LinkSummary>, NetlinkError> {
-        if name.is_empty() || name.len() > MAX_IFNAME_LEN {
+        if !fits_ifname(name) {
             return Ok(None);
         }
         Ok(self
@@ -309,9 +295,6 @@ pub(super) fn keep_readable(dump: Dump) -> Result<Vec<LinkSummary>, NetlinkError
 
 /// Up to this many devices are looked up by name rather than found in a dump of every link.
 const LOOKUP_BY_NAME_MAX: usize = 8;
-
-/// The longest interface name the kernel takes (IFNAMSIZ less the NUL).
-const MAX_IFNAME_LEN: usize = 15;
 
 fn device_state(name: &str, link: Option<&LinkSummary>) -> DeviceState {
     match link {

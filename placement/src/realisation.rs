@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use switchyard_crds::{ForwardMode, MacvtapMode, Network, NetworkSpec};
+use switchyard_crds::{ForwardMode, MacvtapMode, Network, NetworkSpec, NodeGroup};
 
-use crate::netlink::KERNEL_MAX_BRIDGE_PORTS;
+use crate::exclusive::network_is_exclusive;
+use crate::kernel::MAX_BRIDGE_PORTS;
 
 /// A network as this node realises it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,9 @@ pub enum RealisationKind {
         pool: Vec<String>,
         /// How many ports one device may carry in shared modes.
         max_connections_per_device: u32,
+        /// Whether every port needs a device of its own
+        /// ([`network_is_exclusive`]): then a device carries one port.
+        exclusive: bool,
     },
     /// veth pairs attached to a host bridge.
     Bridge {
@@ -53,12 +57,73 @@ impl NodeRealisation {
     }
 }
 
+/// Whether a network selects a node with these labels. No selector selects every node.
+pub fn selects(spec: &NetworkSpec, labels: &BTreeMap<String, String>) -> bool {
+    spec.node_selector
+        .as_ref()
+        .is_none_or(|selector| selector.matches(labels))
+}
+
+/// The node group that applies on a node: the first whose selector matches.
+fn node_group<'a>(
+    spec: &'a NetworkSpec,
+    labels: &BTreeMap<String, String>,
+) -> Option<&'a NodeGroup> {
+    spec.node_groups
+        .iter()
+        .find(|group| group.node_selector.matches(labels))
+}
+
+/// A network's device pool on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NodePool<'a> {
+    /// Devices by name, in pool order (possibly none).
+    Devices(Vec<&'a str>),
+    /// The virtual functions of this physical function, which the spec does not name.
+    VirtualFunctions(&'a str),
+}
+
+/// The node group's interfaces, else its physical function, else the spec's
+/// `forward.interfaces`, else its `forward.dev`, else its physical function.
+fn node_pool<'a>(spec: &'a NetworkSpec, group: Option<&'a NodeGroup>) -> NodePool<'a> {
+    if let Some(group) = group {
+        if !group.interfaces.is_empty() {
+            return NodePool::Devices(group.interfaces.iter().map(|i| i.dev.as_str()).collect());
+        }
+        if let Some(pf) = &group.pf {
+            return NodePool::VirtualFunctions(pf);
+        }
+    }
+    let Some(forward) = &spec.forward else {
+        return NodePool::Devices(Vec::new());
+    };
+    let named: Vec<&str> = if forward.interfaces.is_empty() {
+        forward.dev.iter().map(String::as_str).collect()
+    } else {
+        forward.interfaces.iter().map(|i| i.dev.as_str()).collect()
+    };
+    match &forward.pf {
+        Some(pf) if named.is_empty() => NodePool::VirtualFunctions(pf),
+        _ => NodePool::Devices(named),
+    }
+}
+
+/// The pool devices of a network on a node with these labels. `None` when the pool there is
+/// a physical function's virtual functions, whose names the spec does not give.
+pub fn pool_on_node<'a>(
+    spec: &'a NetworkSpec,
+    labels: &BTreeMap<String, String>,
+) -> Option<Vec<&'a str>> {
+    match node_pool(spec, node_group(spec, labels)) {
+        NodePool::Devices(devices) => Some(devices),
+        NodePool::VirtualFunctions(_) => None,
+    }
+}
+
 /// How `network` is realised on a node with `labels`; `None` when it does not select the node.
 pub fn realise(network: &Network, labels: &BTreeMap<String, String>) -> Option<NodeRealisation> {
     let spec = &network.spec;
-    if let Some(selector) = &spec.node_selector
-        && !selector.matches(labels)
-    {
+    if !selects(spec, labels) {
         return None;
     }
     let name = network.metadata.name.clone().unwrap_or_default();
@@ -73,10 +138,7 @@ fn kind_on_node(
     spec: &NetworkSpec,
     labels: &BTreeMap<String, String>,
 ) -> RealisationKind {
-    let group = spec
-        .node_groups
-        .iter()
-        .find(|group| group.node_selector.matches(labels));
+    let group = node_group(spec, labels);
     let unsupported = |reason, message: String| RealisationKind::Unsupported { reason, message };
     let Some(forward) = &spec.forward else {
         return unsupported(
@@ -89,16 +151,6 @@ fn kind_on_node(
     let bridge_name = group
         .and_then(|g| g.bridge.clone())
         .or_else(|| spec.bridge.as_ref().and_then(|b| b.name.clone()));
-    let pool: Vec<String> = match group.filter(|g| !g.interfaces.is_empty()) {
-        Some(g) => g.interfaces.iter().map(|i| i.dev.clone()).collect(),
-        None if !forward.interfaces.is_empty() => {
-            forward.interfaces.iter().map(|i| i.dev.clone()).collect()
-        }
-        None => forward.dev.iter().cloned().collect(),
-    };
-    let pf = group
-        .and_then(|g| g.pf.clone())
-        .or_else(|| forward.pf.clone());
     let mode = match forward.mode {
         ForwardMode::Bridge if bridge_name.is_some() => {
             return RealisationKind::Bridge {
@@ -119,27 +171,36 @@ fn kind_on_node(
             );
         }
     };
-    if pool.is_empty() {
-        let message = match pf {
-            Some(pf) => format!(
-                "network '{name}' takes its pool from the virtual functions of physical function '{pf}'; list them under forward.interfaces (or a node group)"
-            ),
-            None => format!(
-                "network '{name}' uses a direct mode, but has no forward dev and no interface pool"
-            ),
-        };
-        return unsupported("NoPool", message);
-    }
+    let pool = match node_pool(spec, group) {
+        NodePool::Devices(devices) if !devices.is_empty() => devices,
+        NodePool::Devices(_) => {
+            return unsupported(
+                "NoPool",
+                format!(
+                    "network '{name}' uses a direct mode, but has no forward dev and no interface pool"
+                ),
+            );
+        }
+        NodePool::VirtualFunctions(pf) => {
+            return unsupported(
+                "NoPool",
+                format!(
+                    "network '{name}' takes its pool from the virtual functions of physical function '{pf}'; list them under forward.interfaces (or a node group)"
+                ),
+            );
+        }
+    };
     RealisationKind::Macvtap {
         mode,
-        pool,
+        pool: pool.into_iter().map(str::to_string).collect(),
         max_connections_per_device: spec.max_connections_per_device(),
+        exclusive: network_is_exclusive(spec),
     }
 }
 
 /// How many ports a bridge network can carry on one node.
 pub const fn bridge_capacity() -> u32 {
-    KERNEL_MAX_BRIDGE_PORTS
+    MAX_BRIDGE_PORTS
 }
 
 #[cfg(test)]
@@ -201,7 +262,8 @@ mod tests {
                 RealisationKind::Macvtap {
                     mode: expected,
                     pool: vec!["eth1".into(), "eth2".into()],
-                    max_connections_per_device: 8
+                    max_connections_per_device: 8,
+                    exclusive: expected == MacvtapMode::Passthrough,
                 }
             );
         }
@@ -322,6 +384,29 @@ mod tests {
                 reason: "NoPool",
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn pools_on_nodes_follow_the_first_matching_group() {
+        let mut spec = NetworkSpec {
+            forward: forward(ForwardMode::Vepa, &["eth1"]),
+            ..Default::default()
+        };
+        let a = labels(&[("rack", "a")]);
+        assert_eq!(pool_on_node(&spec, &a), Some(vec!["eth1"]));
+        spec.node_groups = vec![NodeGroup {
+            name: "pf".into(),
+            node_selector: NodeSelector::default(),
+            pf: Some("ens1".into()),
+            ..Default::default()
+        }];
+        // The group's physical function replaces the spec's pool on its nodes, for the webhook
+        // and for the agent alike.
+        assert_eq!(pool_on_node(&spec, &a), None);
+        assert!(matches!(
+            realise(&network(spec), &a).unwrap().kind,
+            RealisationKind::Unsupported { reason: "NoPool", message } if message.contains("'ens1'")
         ));
     }
 }

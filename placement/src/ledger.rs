@@ -1,8 +1,8 @@
 //! Pool allocation: which device a new port gets, as libvirt's `networkAllocatePort` picks it,
 //! with one fix.
 //!
-//! - Exclusive requests (passthrough, and private with an 802.1Qbh profile) take the first
-//!   listed device with no connection at all.
+//! - Exclusive requests ([`crate::exclusive`]: passthrough, and private with an 802.1Qbh
+//!   profile) take the first listed device with no connection at all.
 //! - Shared requests (other macvtap modes) take the device with the fewest connections, ties
 //!   going to the first listed, skipping devices at the per-device limit.
 //! - The fix: libvirt checks exclusivity only for the exclusive requester, so a shared port can
@@ -16,7 +16,10 @@
 
 use std::collections::BTreeMap;
 
+use switchyard_libvirt::merge::EffectivePort;
 use thiserror::Error;
+
+use crate::exclusive::port_is_exclusive;
 
 use crate::port_key::PortKey;
 
@@ -44,6 +47,18 @@ impl Sharing {
         }
     }
 
+    /// What a port with these merged settings asks for on a network with this per-device
+    /// limit: a device of its own when [`crate::exclusive::port_is_exclusive`], else a share.
+    pub fn for_port(port: &EffectivePort, max_connections_per_device: u32) -> Self {
+        if port_is_exclusive(port) {
+            Self::Exclusive
+        } else {
+            Self::Shared {
+                max_connections: max_connections_per_device,
+            }
+        }
+    }
+
     /// Whether this is an exclusive request.
     pub fn is_exclusive(self) -> bool {
         matches!(self, Self::Exclusive)
@@ -61,6 +76,25 @@ pub struct DeviceLoad<'a> {
     pub connections: u32,
     /// Whether one port holds it exclusively.
     pub held_exclusively: bool,
+}
+
+impl DeviceLoad<'_> {
+    /// Whether a port needing a device of its own can take it: present, no connection, not
+    /// held. The migration check and the node's report count free devices by this too.
+    pub fn takes_exclusive(&self) -> bool {
+        self.present && self.connections == 0 && !self.held_exclusively
+    }
+
+    /// How many more shared ports it takes at `max_connections` per device: none when absent
+    /// or held exclusively (unlike libvirt, which lets a shared port onto a device a
+    /// passthrough port holds).
+    pub fn shared_room(&self, max_connections: u32) -> u32 {
+        if !self.present || self.held_exclusively {
+            0
+        } else {
+            max_connections.saturating_sub(self.connections)
+        }
+    }
 }
 
 /// Why no device could be picked. The messages are what the port's condition says.
@@ -135,13 +169,13 @@ pub fn pick_device(
     }
     match sharing {
         Sharing::Exclusive => present
-            .find(|(_, device)| device.connections == 0 && !device.held_exclusively)
+            .find(|(_, device)| device.takes_exclusive())
             .map(|(index, _)| index)
             .ok_or_else(|| AllocationError::NoExclusiveDevice {
                 network: network.to_string(),
             }),
         Sharing::Shared { max_connections } => present
-            .filter(|(_, device)| !device.held_exclusively && device.connections < max_connections)
+            .filter(|(_, device)| device.shared_room(max_connections) > 0)
             // `min_by_key` keeps the first of equal minima: ties go to the first listed.
             .min_by_key(|(_, device)| device.connections)
             .map(|(index, _)| index)

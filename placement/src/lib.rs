@@ -1,0 +1,20 @@
+//! Where switchyard's ports go, as plain functions: what the node agent, the controller, the
+//! admission webhook and the kubectl plugin all decide the same way.
+//!
+//! - [`realisation`]: what a `Network` is on one node, from its spec and the node's labels;
+//! - [`exclusive`]: which ports need a pool device of their own (libvirt's rule);
+//! - [`ledger`]: who holds which device on a node, and which device a new port gets;
+//! - [`report`]: what a node reports per network: devices, capacity, used, free;
+//! - [`kernel`]: the kernel's limits these rules count with;
+//! - [`port_key`]: how a port is named in logs, conditions and holders.
+//!
+//! Pure: no kube client, no netlink, no clock. Callers bring what they observed.
+
+pub mod exclusive;
+pub mod kernel;
+pub mod ledger;
+pub mod port_key;
+pub mod realisation;
+pub mod report;
+
+pub use port_key::PortKey;
