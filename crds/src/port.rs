@@ -25,6 +25,12 @@ use crate::common::{Bandwidth, Condition, VirtualPort, Vlan};
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.node"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the port is in its phase: the Ready condition's reason (e.g. NoFreeDevice while Pending, MergeConflict when Failed)"
+    ),
+    printcolumn(
         name = "Device",
         type_ = "string",
         json_path = ".status.actual.device",

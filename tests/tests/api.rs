@@ -91,7 +91,7 @@ spec: {{interfaces: [{{name: net0, network: {net_name}}}], nodes: [{node_name}]}
             "swport",
             "vm1-net0",
             Some(ns.as_str()),
-            r#"{"status": {"phase": "Ready", "actual": {"type": "direct", "mode": "vepa", "device": "eth1", "linkName": "swy0123456789"}}}"#,
+            r#"{"status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False", "reason": "NoFreeDevice", "message": "every device is held"}], "actual": {"type": "direct", "mode": "vepa", "device": "eth1", "linkName": "swy0123456789"}}}"#,
         ),
         (
             "swnode",
@@ -172,6 +172,7 @@ spec: {{interfaces: [{{name: net0, network: {net_name}}}], nodes: [{node_name}]}
                 ("Network", "string", 0, Shows::Field("/spec/network")),
                 ("Node", "string", 0, Shows::Field("/spec/node")),
                 ("Phase", "string", 0, Shows::Field("/status/phase")),
+                ("Reason", "string", 0, Shows::ReadyReason),
                 ("Device", "string", 0, Shows::Field("/status/actual/device")),
                 ("Link", "string", 1, Shows::Field("/status/actual/linkName")),
                 ("Age", "date", 0, Shows::Age),
@@ -253,6 +254,8 @@ enum Shows {
     Field(&'static str),
     /// The status of the Ready condition.
     ReadyCondition,
+    /// The reason of the Ready condition.
+    ReadyReason,
     /// The object's age: a duration, checked only for presence.
     Age,
 }
@@ -267,6 +270,13 @@ impl Shows {
                     .as_array()
                     .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
                     .map(|c| c["status"].clone())
+                    .unwrap_or_default(),
+            ),
+            Shows::ReadyReason => Some(
+                object["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .map(|c| c["reason"].clone())
                     .unwrap_or_default(),
             ),
             Shows::Age => None,
