@@ -24,7 +24,7 @@ APT_PACKAGES=(
 APT_PACKAGES+=(shellcheck) # scripts/test.sh lints scripts/
 APT_PACKAGES+=(nftables) # libvirt/tests/nftables_kernel.rs loads the generated rules in namespaces
 APT_PACKAGES+=(dnsmasq-base) # libvirt/tests/dnsmasq_real.rs has the real dnsmasq read the generated files
-APT_PACKAGES+=(udhcpc) # libvirt/tests/dnsmasq_leases.rs asks the real dnsmasq for leases
+APT_PACKAGES+=(udhcpc) # libvirt/tests/dnsmasq_leases.rs, node-agent/tests/virtual_networks.rs: the guests' DHCP client
 # kubectl may come from elsewhere (it is newer than Debian's); Debian's client is 1.20, matching the apiserver.
 command -v kubectl >/dev/null 2>&1 || APT_PACKAGES+=(kubernetes-client)
 # npm may come from another Node.js distribution already on the machine; Debian's conflicts with it.

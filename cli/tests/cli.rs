@@ -487,6 +487,7 @@ fn explain_port_says_exactly_why_a_port_fails() {
             .contains("portgroup 'carol' does not exist in the network (it has: bob, alice)")
     );
 
+    // A nat network's ports attach to the bridge each node makes for it.
     let nat = run(
         &[
             "explain-port",
@@ -495,8 +496,18 @@ fn explain_port_says_exactly_why_a_port_fails() {
         ],
         None,
     );
-    assert_eq!(nat.code, 1);
-    assert!(nat.stderr.contains("(Unsupported)"));
+    assert_eq!(nat.code, 0, "{}", nat.stderr);
+    assert!(nat.stdout.contains("bridge virbr0"), "{}", nat.stdout);
+    let hostdev = run(
+        &[
+            "explain-port",
+            "--network",
+            &corpus("networkxml2xmlin/hostdev.xml"),
+        ],
+        None,
+    );
+    assert_eq!(hostdev.code, 1);
+    assert!(hostdev.stderr.contains("(Unsupported)"));
 
     let direct = run(
         &[

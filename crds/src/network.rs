@@ -8,8 +8,12 @@ use crate::common::{Bandwidth, Condition, NodeSelector, VirtualPort, Vlan};
 
 /// A virtual network, defined as libvirt defines one (`virsh net-define`), that guest
 /// interfaces attach to by name. Each node in `nodeSelector` realises it locally: a host bridge,
-/// or macvtap links over a pool of host devices. A guest can move to any node that serves a
-/// network of the same name with free capacity.
+/// macvtap links over a pool of host devices, or (isolated, nat, route and open networks) a
+/// bridge, firewall and dnsmasq of the node's own. The same isolated, nat, route or open
+/// network on N nodes is N separate L2 segments with the same subnet and gateway, as libvirt's
+/// on each host: each node's dnsmasq hands out the same range on its own, and guests on two
+/// nodes never share a broadcast domain. A guest can move to any node that serves a network of
+/// the same name with free capacity, and finds the same gateway there.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "switchyard.dev",
@@ -20,7 +24,7 @@ use crate::common::{Bandwidth, Condition, NodeSelector, VirtualPort, Vlan};
     status = "NetworkStatus",
     derive = "PartialEq",
     derive = "Default",
-    doc = "A libvirt virtual network that guest interfaces attach to by name (cluster-scoped).",
+    doc = "A libvirt virtual network that guest interfaces attach to by name (cluster-scoped). An isolated, nat, route or open network is realised on every node it selects as a separate L2 segment with the same subnet and gateway, as libvirt's on each host; a guest moving between nodes finds the same network, gateway and DHCP range there.",
     printcolumn(
         name = "Mode",
         type_ = "string",

@@ -99,6 +99,68 @@ pub struct NodeNetwork {
     /// Ports that can still be added.
     #[serde(default)]
     pub free: u64,
+    /// The network's own bridge, firewall and dnsmasq (isolated, nat, route and open networks
+    /// only). Each node's instance is its own L2 segment with the network's subnet and gateway,
+    /// as libvirt's on each host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_network: Option<VirtualNetworkStatus>,
+}
+
+/// An isolated, nat, route or open network as this node runs it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualNetworkStatus {
+    /// The bridge's MAC: `spec.mac`, else `52:54:00` and three bytes of a hash of the
+    /// Network's UID (the same on every node and after every restart).
+    pub mac: String,
+    /// Whether the bridge, firewall, addresses, routes and forwarding are in place and dnsmasq
+    /// (when the network runs one) was started.
+    pub realised: bool,
+    /// What failed, when not realised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The network's dnsmasq; absent when it runs none (no address, or no DHCP and DNS off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnsmasq: Option<DnsmasqStatus>,
+    /// The DHCP leases dnsmasq holds (libvirt's `net-dhcp-leases`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<DhcpLeaseStatus>,
+    /// Set when libvirt's DHCP checksum fix (tc `action csum`) could not be applied, e.g. on
+    /// a kernel without `act_csum`; only very old DHCP clients notice. Not a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_fix_missing: Option<String>,
+}
+
+/// A network's dnsmasq on the node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsmasqStatus {
+    /// Whether it runs now.
+    pub running: bool,
+    /// Its process id, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// How often this agent had to start it again after it exited.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+/// One DHCP lease, from dnsmasq's lease file.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DhcpLeaseStatus {
+    /// The address leased.
+    pub ip_address: String,
+    /// The client's MAC (IPv4) or IAID (IPv6).
+    pub mac_address: String,
+    /// The host name the client sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The client id the client sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// When the lease expires, seconds since the epoch; 0 for an infinite lease.
+    pub expiry_time: u64,
 }
 
 /// One pool device on the node.

@@ -320,10 +320,9 @@ fn default_portgroup(network: &NetworkSpec) -> Option<&PortGroup> {
 pub fn connection(network: &NetworkSpec) -> Result<Connection, PortError> {
     let mode = modes::mode_name(network);
     match modes::realisation(network) {
-        Realisation::ManagedBridge => Err(PortError::Unsupported {
-            mode,
-            why: "it needs a bridge that libvirt itself creates, with IP forwarding, DHCP and DNS",
-        }),
+        // Isolated, nat, route and open: each node makes the network's bridge itself (the
+        // node agent's virtual networks), and ports attach to it like to a host bridge.
+        Realisation::ManagedBridge => Ok(Connection::Bridge),
         Realisation::Hostdev => Err(PortError::Unsupported {
             mode,
             why: "it hands SR-IOV virtual functions to the guest by PCI passthrough",

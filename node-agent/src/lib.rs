@@ -7,6 +7,7 @@
 //! - how a network is realised on the node, which device a port gets and what the node
 //!   reports are `switchyard_placement`'s, shared with the controller;
 //! - [`cni`]: the CNI server: pod interfaces for `switchyard-cni`, with crash-safe records;
+//! - [`virtual_network`]: isolated, nat, route and open networks: bridge, nftables, dnsmasq;
 //! - [`agent`]: the process: watches, reconciles ports, recovers at start-up, reports;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 
@@ -17,3 +18,4 @@ pub mod http;
 pub mod netlink;
 pub mod ownership;
 pub mod plan;
+pub mod virtual_network;

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use switchyard_libvirt::firewall::{SWITCHYARD_TABLE, check_table_name};
 use switchyard_node_agent::agent::{Agent, AgentConfig};
 use switchyard_node_agent::cni::CniConfig;
 use switchyard_node_agent::netlink::NetnsTarget;
 use switchyard_node_agent::ownership::LinkGroups;
+use switchyard_node_agent::virtual_network::{DEFAULT_STATE_DIR, VirtualNetworkConfig};
 use tracing::info;
 
 /// The switchyard node agent (one per node, as a DaemonSet).
@@ -53,6 +55,13 @@ struct Args {
     /// How often pod interfaces whose pod or namespace is gone are looked for, in seconds.
     #[arg(long, env = "SWITCHYARD_CNI_SWEEP_INTERVAL", default_value_t = 30)]
     cni_sweep_interval: u64,
+    /// Where isolated, nat, route and open networks keep their dnsmasq files, pid files and
+    /// lease files.
+    #[arg(long, env = "SWITCHYARD_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// The nftables table (ip and ip6) of those networks' rules; never libvirt's own.
+    #[arg(long, env = "SWITCHYARD_NFT_TABLE", default_value = SWITCHYARD_TABLE)]
+    nft_table: String,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -93,18 +102,24 @@ async fn main() -> anyhow::Result<()> {
         Some(path) if path.contains('/') => NetnsTarget::Path(PathBuf::from(path)),
         Some(name) => NetnsTarget::named(name),
     };
+    check_table_name(&args.nft_table).context("--nft-table")?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
     let cni = cni_config(&args, &netns);
     let config = AgentConfig {
         node_name: args.node_name.clone(),
-        netns,
+        netns: netns.clone(),
         groups: LinkGroups::DEFAULT,
         bridge_port_limit: args.bridge_port_limit,
         report_interval: Duration::from_secs(args.report_interval.max(1)),
         concurrency: args.concurrency,
         cni,
+        virtual_networks: VirtualNetworkConfig {
+            netns: netns.clone(),
+            state_dir: args.state_dir.clone(),
+            table: args.nft_table.clone(),
+        },
     };
     info!(node = %args.node_name, netns = ?config.netns, "starting");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();

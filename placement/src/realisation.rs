@@ -127,6 +127,16 @@ pub fn realise(network: &Network, labels: &BTreeMap<String, String>) -> Option<N
         return None;
     }
     let name = network.metadata.name.clone().unwrap_or_default();
+    if is_virtual(network) {
+        // Isolated, nat, route and open networks: the node makes the bridge itself (see
+        // the node agent's `virtual_network`), and ports attach to it as to a host bridge.
+        return Some(NodeRealisation {
+            kind: RealisationKind::Bridge {
+                bridge: virtual_bridge_name(network),
+            },
+            network: name,
+        });
+    }
     Some(NodeRealisation {
         kind: kind_on_node(&name, spec, labels),
         network: name,
@@ -201,6 +211,47 @@ fn kind_on_node(
 /// How many ports a bridge network can carry on one node.
 pub const fn bridge_capacity() -> u32 {
     MAX_BRIDGE_PORTS
+}
+
+/// The prefix of the bridge names a node picks for an isolated, nat, route or open network
+/// that names none (libvirt picks `virbrN`; a name derived from the UID is the same on every
+/// node and after a restart).
+pub const DERIVED_BRIDGE_PREFIX: &str = "sybr";
+
+/// Whether the network is isolated, nat, route or open: one whose bridge each node makes.
+pub fn is_virtual(network: &Network) -> bool {
+    matches!(
+        network.spec.forward.as_ref().map(|f| f.mode),
+        None | Some(ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open)
+    )
+}
+
+/// The bridge of an isolated, nat, route or open network on every node: `spec.bridge.name`,
+/// else [`derived_bridge_name`] of its UID (its name for an object not from the apiserver).
+pub fn virtual_bridge_name(network: &Network) -> String {
+    network
+        .spec
+        .bridge
+        .as_ref()
+        .and_then(|b| b.name.clone())
+        .unwrap_or_else(|| {
+            let uid = network
+                .metadata
+                .uid
+                .as_deref()
+                .or(network.metadata.name.as_deref())
+                .unwrap_or_default();
+            derived_bridge_name(uid)
+        })
+}
+
+/// [`DERIVED_BRIDGE_PREFIX`] and 8 hex digits of the FNV-1a hash of `uid` (12 characters,
+/// within the kernel's 15).
+pub fn derived_bridge_name(uid: &str) -> String {
+    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{DERIVED_BRIDGE_PREFIX}{:08x}", hash >> 32)
 }
 
 #[cfg(test)]
@@ -347,33 +398,47 @@ mod tests {
     }
 
     #[test]
-    fn modes_switchyard_does_not_realise_say_why() {
-        for mode in [
-            ForwardMode::Nat,
-            ForwardMode::Route,
-            ForwardMode::Open,
-            ForwardMode::Hostdev,
-        ] {
+    fn isolated_nat_route_and_open_networks_attach_to_their_own_bridge() {
+        let mut isolated = network(NetworkSpec::default());
+        isolated.metadata.uid = Some("u-1".into());
+        assert_eq!(
+            realise(&isolated, &labels(&[])).unwrap().kind,
+            RealisationKind::Bridge {
+                bridge: derived_bridge_name("u-1")
+            }
+        );
+        for mode in [ForwardMode::Nat, ForwardMode::Route, ForwardMode::Open] {
             let net = network(NetworkSpec {
                 forward: forward(mode, &["eth1"]),
+                bridge: Some(switchyard_crds::Bridge {
+                    name: Some("virbr0".into()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             });
-            match realise(&net, &labels(&[])).unwrap().kind {
-                RealisationKind::Unsupported { reason, message } => {
-                    assert_eq!(reason, "UnsupportedMode");
-                    assert!(message.contains(mode.as_str()), "{message}");
-                }
-                other => panic!("{mode:?} realised as {other:?}"),
-            }
+            assert_eq!(
+                realise(&net, &labels(&[])).unwrap().kind,
+                RealisationKind::Bridge {
+                    bridge: "virbr0".into()
+                },
+                "{mode:?}"
+            );
         }
-        let isolated = network(NetworkSpec::default());
-        assert!(matches!(
-            realise(&isolated, &labels(&[])).unwrap().kind,
-            RealisationKind::Unsupported {
-                reason: "UnsupportedMode",
-                ..
+    }
+
+    #[test]
+    fn modes_switchyard_does_not_realise_say_why() {
+        let net = network(NetworkSpec {
+            forward: forward(ForwardMode::Hostdev, &["eth1"]),
+            ..Default::default()
+        });
+        match realise(&net, &labels(&[])).unwrap().kind {
+            RealisationKind::Unsupported { reason, message } => {
+                assert_eq!(reason, "UnsupportedMode");
+                assert!(message.contains("hostdev"), "{message}");
             }
-        ));
+            other => panic!("hostdev realised as {other:?}"),
+        }
         let no_pool = network(NetworkSpec {
             forward: forward(ForwardMode::Vepa, &[]),
             ..Default::default()

@@ -27,6 +27,8 @@ pub struct SimulatedNode {
     log: tempfile::NamedTempFile,
     /// More environment for the agent, on every start (see [`SimulatedNode::set_agent_env`]).
     agent_env: Vec<(String, String)>,
+    /// The agent's state directory (dnsmasq files, pid files, leases), one per node.
+    pub state_dir: tempfile::TempDir,
 }
 
 impl SimulatedNode {
@@ -44,6 +46,7 @@ impl SimulatedNode {
             metrics_port: 0,
             log: tempfile::NamedTempFile::new().expect("a log file"),
             agent_env: Vec::new(),
+            state_dir: tempfile::tempdir().expect("a state directory"),
         }
     }
 
@@ -84,6 +87,7 @@ impl SimulatedNode {
                 format!("127.0.0.1:{}", self.metrics_port),
             )
             .env("SWITCHYARD_REPORT_INTERVAL", "1")
+            .env("SWITCHYARD_STATE_DIR", self.state_dir.path())
             .env(
                 "RUST_LOG",
                 std::env::var("SWITCHYARD_AGENT_LOG").unwrap_or_else(|_| "info".into()),
@@ -157,11 +161,39 @@ impl SimulatedNode {
         stream.read_to_string(&mut response).ok()?;
         Some(response)
     }
+
+    /// The pids the agent's pid files name (its dnsmasq processes), by file name.
+    pub fn marked_pids(&self) -> Vec<(String, u32)> {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir(self.state_dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".pid")
+                && let Some(pid) = std::fs::read_to_string(entry.path())
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+            {
+                pids.push((name, pid));
+            }
+        }
+        pids.sort();
+        pids
+    }
 }
 
 impl Drop for SimulatedNode {
     fn drop(&mut self) {
         self.kill_agent();
+        // The agent's dnsmasq processes outlive it on purpose (a new agent adopts them); the
+        // test's node takes them along.
+        for (_, pid) in self.marked_pids() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let _ = Command::new("kubectl")
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .args([

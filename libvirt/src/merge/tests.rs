@@ -601,13 +601,12 @@ fn a_qbh_portgroup_gives_its_private_ports_the_profile() {
 }
 
 #[test]
-fn modes_switchyard_does_not_realise_are_unsupported() {
+fn isolated_nat_route_and_open_ports_attach_to_the_nodes_own_bridge() {
     for mode in [
         None,
         Some(ForwardMode::Nat),
         Some(ForwardMode::Route),
         Some(ForwardMode::Open),
-        Some(ForwardMode::Hostdev),
     ] {
         let net = NetworkSpec {
             forward: mode.map(|mode| Forward {
@@ -616,16 +615,27 @@ fn modes_switchyard_does_not_realise_are_unsupported() {
             }),
             ..Default::default()
         };
-        let err = effective_port(&net, &PortRequest::default()).unwrap_err();
-        assert_eq!(err.reason(), "Unsupported", "{mode:?}");
-        let name = mode.map_or("isolated", ForwardMode::as_str);
-        assert!(
-            err.to_string().starts_with(&format!(
-                "forward mode '{name}' is not realised by switchyard"
-            )),
-            "{err}"
-        );
+        let port = effective_port(&net, &PortRequest::default()).unwrap();
+        assert_eq!(port.connection, Connection::Bridge, "{mode:?}");
     }
+}
+
+#[test]
+fn hostdev_is_unsupported() {
+    let net = NetworkSpec {
+        forward: Some(Forward {
+            mode: ForwardMode::Hostdev,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let err = effective_port(&net, &PortRequest::default()).unwrap_err();
+    assert_eq!(err.reason(), "Unsupported");
+    assert!(
+        err.to_string()
+            .starts_with("forward mode 'hostdev' is not realised by switchyard"),
+        "{err}"
+    );
 }
 
 #[test]

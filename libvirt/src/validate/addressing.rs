@@ -179,7 +179,7 @@ fn dns(spec: &NetworkSpec, problems: &mut Problems) {
 
 /// The prefix length of an `<ip>`: its prefix, else its netmask, else the classful default for
 /// IPv4 (libvirt's `virSocketAddrGetIPPrefix`) and 64 for IPv6.
-pub(crate) fn ip_prefix(ip: &IpConfig, address: IpAddr) -> Option<u8> {
+pub fn ip_prefix(ip: &IpConfig, address: IpAddr) -> Option<u8> {
     if let Some(prefix) = ip.prefix.filter(|p| *p > 0) {
         return Some(prefix);
     }

@@ -24,7 +24,7 @@ use switchyard_crds::NetworkSpec;
 
 use crate::path::FieldPath;
 
-pub(crate) use addressing::ip_prefix;
+pub use addressing::ip_prefix;
 
 /// One problem with a network definition.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

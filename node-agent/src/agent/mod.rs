@@ -36,6 +36,7 @@ use tracing::{info, warn};
 
 use crate::netlink::{LinkManager, NetlinkError, NetnsTarget};
 use crate::ownership::{LinkGroups, LinkRef};
+use crate::virtual_network::{VirtualNetworkConfig, VirtualNetworkError, VirtualNetworks};
 use deleter::DeleteBatcher;
 use metrics::Metrics;
 use switchyard_placement::ledger::Ledger;
@@ -57,6 +58,8 @@ pub struct AgentConfig {
     pub concurrency: u16,
     /// The CNI server's socket and records; `None`: no CNI server.
     pub cni: Option<crate::cni::CniConfig>,
+    /// Where and how isolated, nat, route and open networks are run.
+    pub virtual_networks: VirtualNetworkConfig,
 }
 
 /// Why the agent stopped.
@@ -82,6 +85,9 @@ pub enum AgentError {
     /// The CNI server could not recover or open its socket.
     #[error("CNI server: {0}")]
     Cni(#[from] crate::cni::CniStartError),
+    /// The virtual networks' state directory or netlink socket could not be opened.
+    #[error("virtual networks: {0}")]
+    VirtualNetworks(#[from] VirtualNetworkError),
 }
 
 /// Why one reconcile failed (it is retried with backoff).
@@ -167,6 +173,7 @@ pub struct Context {
     metrics: Arc<Metrics>,
     /// Consecutive reconcile failures per port, for backoff.
     failures: Backoffs<String>,
+    virtual_networks: Arc<VirtualNetworks>,
 }
 
 impl std::fmt::Debug for Context {
@@ -198,6 +205,19 @@ impl Context {
             .get(&ObjectRef::new(&self.node))
             .map(|node| node.labels().clone())
             .unwrap_or_default()
+    }
+
+    /// The isolated, nat, route and open networks selecting this node.
+    fn virtual_networks_wanted(&self) -> Vec<Arc<Network>> {
+        let labels = self.node_labels();
+        self.networks
+            .state()
+            .into_iter()
+            .filter(|network| {
+                crate::virtual_network::plan::is_virtual(network)
+                    && switchyard_placement::realisation::realise(network, &labels).is_some()
+            })
+            .collect()
     }
 
     fn network(&self, name: &str) -> Option<Arc<Network>> {
@@ -298,6 +318,9 @@ impl Agent {
             ready: AtomicBool::new(false),
             metrics,
             failures: Backoffs::new(),
+            virtual_networks: Arc::new(
+                VirtualNetworks::open(config.virtual_networks.clone()).await?,
+            ),
         });
 
         // The node's labels decide which networks it serves: a change is worth a report.
@@ -361,6 +384,16 @@ impl Agent {
             synced = caches => synced?,
             _ = &mut controller_task => return Err(AgentError::Stopped),
         }
+        // The virtual networks' bridges first, so that their ports find them.
+        context
+            .virtual_networks
+            .reconcile(&context.virtual_networks_wanted())
+            .await;
+        let vnet_ctx = context.clone();
+        let virtual_networks = tokio::spawn(context.virtual_networks.clone().run(
+            move || vnet_ctx.virtual_networks_wanted(),
+            VIRTUAL_NETWORK_INTERVAL,
+        ));
         recovery::recover(&context, ports.state(), started.elapsed()).await?;
         // Pod ports are recovered from the CNI records before any other port is placed.
         let cni = match &config.cni {
@@ -377,6 +410,7 @@ impl Agent {
             let _ = controller_task.await;
             reporter.abort();
             drop(cni);
+            virtual_networks.abort();
         });
         Ok(Self { context, task })
     }
@@ -392,6 +426,10 @@ impl Agent {
 /// 4,000 ports, pages of 100 cost recovery 0.2 s more than pages of 500 and saved 6 MiB of
 /// peak heap: recovery time is what the agent's readiness waits on.
 const PORT_LIST_PAGE: u32 = 500;
+
+/// How often the virtual networks are brought in line with the Networks (and a dnsmasq that
+/// stopped noticed).
+const VIRTUAL_NETWORK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the caches may take to fill at start-up.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);

@@ -169,6 +169,7 @@ async fn report(
         }
     };
     let names: Vec<&str> = devices.keys().map(String::as_str).collect();
+    let virtual_states = ctx.virtual_networks.states();
     let (networks, total_ports) = {
         let state = ctx.state();
         let networks: Vec<_> = realisations
@@ -178,7 +179,11 @@ async fn report(
                     RealisationKind::Bridge { bridge } => bridge_ports.get(bridge).copied(),
                     _ => None,
                 };
-                node_network(r, &devices, &state.ledger, bridge)
+                let mut entry = node_network(r, &devices, &state.ledger, bridge);
+                if let Some(virtual_state) = virtual_states.get(&r.network) {
+                    crate::virtual_network::report_into(&mut entry, virtual_state);
+                }
+                entry
             })
             .collect();
         let mut per_network: BTreeMap<&str, u64> = BTreeMap::new();
