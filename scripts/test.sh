@@ -26,6 +26,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 shellcheck --external-sources --source-path=SCRIPTDIR --severity=warning scripts/*.sh
 
+step "Dependency boundaries"
+bash scripts/check-deps.sh
+
 step "Building"
 cargo build --workspace --all-targets --locked -q
 

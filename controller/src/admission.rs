@@ -9,13 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt;
-use switchyard_crds::{Network, NetworkPort, NetworkSpec, ReasonCode};
+use switchyard_crds::{Network, NetworkPort, NetworkSpec};
 use switchyard_libvirt::merge::effective_port;
 use switchyard_libvirt::validate::validate_network;
+use switchyard_placement::check::{self, Interface, code_name};
+use switchyard_placement::index::{Index, PortUse};
 use switchyard_placement::realisation::pool_on_node;
-
-use crate::check::{self, Interface};
-use crate::index::{Index, PortUse};
 
 /// The webhook's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,14 +202,6 @@ pub fn review_port(index: &Index, port: &NetworkPort, old: Option<&NetworkPort>)
         spec.node,
         reasons.join("; ")
     ))
-}
-
-/// A reason code as spelled in the API.
-pub fn code_name(code: ReasonCode) -> String {
-    serde_json::to_value(code)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{code:?}"))
 }
 
 #[cfg(test)]

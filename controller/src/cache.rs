@@ -23,7 +23,8 @@ use serde::de::DeserializeOwned;
 use switchyard_crds::{NODE_LABEL_PREFIX, Network, NetworkNode, NetworkPort};
 use tokio::sync::watch;
 
-use crate::index::{AgentReport, Index, NodeInfo, PortKey, PortUse, selects};
+use switchyard_placement::index::{AgentReport, Index, NodeInfo, PortKey, PortUse};
+use switchyard_placement::realisation::selects;
 
 /// The index, shared between the cache task (the only writer) and its readers.
 pub type SharedIndex = Arc<RwLock<Index>>;
@@ -373,8 +374,8 @@ impl Feeder {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         for (node, info) in index.nodes() {
             let concerned = info.labels.contains_key(&label)
-                || old.is_some_and(|n| selects(n, &info.labels))
-                || new.is_some_and(|n| selects(n, &info.labels));
+                || old.is_some_and(|n| selects(&n.spec, &info.labels))
+                || new.is_some_and(|n| selects(&n.spec, &info.labels));
             if concerned {
                 self.outbox.node(node);
             }

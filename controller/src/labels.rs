@@ -14,7 +14,8 @@ use kube::ResourceExt;
 use serde_json::{Map, Value, json};
 use switchyard_crds::{LABEL_NETWORK, LABEL_NODE, NODE_LABEL_PREFIX, NetworkPort};
 
-use crate::index::{Index, selects};
+use switchyard_placement::index::Index;
+use switchyard_placement::realisation::selects;
 
 /// The networks a node should be labelled with: those that select it and that its agent,
 /// itself ready, reports ready.
@@ -32,7 +33,7 @@ pub fn ready_networks(index: &Index, node: &str) -> BTreeSet<String> {
         .filter(|served| {
             index
                 .network(&served.name)
-                .is_some_and(|network| selects(network, &info.labels))
+                .is_some_and(|network| selects(&network.spec, &info.labels))
         })
         .map(|served| served.name.clone())
         .collect()
@@ -84,8 +85,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::index::{AgentReport, NodeInfo};
     use switchyard_crds::{Network, NetworkPortSpec, NetworkSpec, NodeNetwork, NodeSelector};
+    use switchyard_placement::index::{AgentReport, NodeInfo};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

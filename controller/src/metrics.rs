@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::index::Index;
+use switchyard_placement::index::Index;
 
 /// Which reconciler a count is about.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -201,9 +201,9 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::PortUse;
     use std::sync::Arc;
     use switchyard_crds::{Network, NetworkPort, NetworkPortSpec, NetworkSpec};
+    use switchyard_placement::index::PortUse;
 
     #[test]
     fn renders_counters_histogram_and_ports_per_network() {

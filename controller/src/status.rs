@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 use switchyard_crds::{Condition, ConditionStatus, Network, NetworkStatus, UnreadyNode};
 
-use crate::index::{Index, selects};
+use switchyard_placement::index::Index;
+use switchyard_placement::realisation::selects;
 
 /// At most this many unready nodes are listed in a status; the `Ready` condition counts them
 /// all. Keeps a network that is broken on a thousand nodes readable.
@@ -33,7 +34,7 @@ pub fn network_status(
     let mut unready = Vec::new();
     let mut nodes: Vec<(&String, _)> = index
         .nodes()
-        .filter(|(_, info)| selects(network, &info.labels))
+        .filter(|(_, info)| selects(&network.spec, &info.labels))
         .collect();
     nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for (node, info) in nodes {

@@ -6,11 +6,16 @@
 //! - [`ledger`]: who holds which device on a node, and which device a new port gets;
 //! - [`report`]: what a node reports per network: devices, capacity, used, free;
 //! - [`kernel`]: the kernel's limits these rules count with;
-//! - [`port_key`]: how a port is named in logs, conditions and holders.
+//! - [`port_key`]: how a port is named in logs, conditions and holders;
+//! - [`index`]: the cluster's networks, nodes, agent reports and ports, by name;
+//! - [`check`]: whether guest interfaces fit on candidate nodes now (the migration check,
+//!   also the admission webhook's placement verdict for a new port).
 //!
 //! Pure: no kube client, no netlink, no clock. Callers bring what they observed.
 
+pub mod check;
 pub mod exclusive;
+pub mod index;
 pub mod kernel;
 pub mod ledger;
 pub mod port_key;

@@ -1,6 +1,8 @@
-//! How the agent names a port in logs, conditions and `NetworkNode` holders.
+//! How a port is named in logs, conditions, `NetworkNode` holders and the cluster index.
 
 use std::fmt;
+
+use switchyard_crds::NetworkPort;
 
 /// A `NetworkPort`'s namespace and name, shown as `namespace/name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,6 +20,19 @@ impl PortKey {
             namespace: namespace.into(),
             name: name.into(),
         }
+    }
+
+    /// The key of a `NetworkPort` object.
+    pub fn of(port: &NetworkPort) -> Self {
+        let metadata = &port.metadata;
+        Self::new(
+            metadata.namespace.clone().unwrap_or_default(),
+            metadata
+                .name
+                .clone()
+                .or_else(|| metadata.generate_name.clone())
+                .unwrap_or_default(),
+        )
     }
 }
 

@@ -1,8 +1,8 @@
 //! `check-migration`: could a guest with these interfaces move to these nodes right now?
 //!
 //! Reads the live cluster (Networks, Nodes and the agents' NetworkNodes), builds the
-//! controller's index and asks the controller's own check, so the answer is the one a
-//! `MigrationCheck` and the NetworkPort admission webhook give.
+//! placement index and asks placement's check — the one the controller answers a
+//! `MigrationCheck` with and its NetworkPort admission webhook refuses ports by.
 //!
 //! Exit codes: 0 when at least one candidate node can take every interface; 1 when none can
 //! (the reasons are printed); 2 usage error or unreadable file; 3 cluster unreachable.
@@ -13,12 +13,11 @@ use std::time::Duration;
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Client, Config};
-use switchyard_controller::admission::code_name;
-use switchyard_controller::check::{check_migration, eligible_nodes, summary};
-use switchyard_controller::index::{AgentReport, Index, NodeInfo};
 use switchyard_crds::{
     InterfaceRequest, MigrationCheck, MigrationCheckSpec, Network, NetworkNode, NodeVerdict,
 };
+use switchyard_placement::check::{check_migration, code_name, eligible_nodes, summary};
+use switchyard_placement::index::{AgentReport, Index, NodeInfo};
 
 use crate::failure::Failure;
 use crate::input::Source;

@@ -7,7 +7,7 @@ use switchyard_crds::{
 };
 
 use super::*;
-use crate::index::{AgentReport, NodeInfo};
+use switchyard_placement::index::{AgentReport, NodeInfo};
 
 fn pool(devs: &[&str]) -> Vec<ForwardInterface> {
     devs.iter()

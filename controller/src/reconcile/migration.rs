@@ -17,7 +17,7 @@ use switchyard_crds::{
 };
 
 use super::{Context, ReconcileError};
-use crate::check::{check_migration, eligible_nodes, summary};
+use switchyard_placement::check::{check_migration, eligible_nodes, summary};
 
 /// The reconciler's name in metrics and logs.
 pub const NAME: &str = "migrationcheck";

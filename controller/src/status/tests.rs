@@ -5,7 +5,7 @@ use switchyard_crds::{
 };
 
 use super::*;
-use crate::index::{AgentReport, NodeInfo};
+use switchyard_placement::index::{AgentReport, NodeInfo};
 
 const T0: &str = "2026-11-01T10:00:00Z";
 const T1: &str = "2026-11-01T11:00:00Z";

@@ -44,7 +44,7 @@ pub(super) async fn reconcile(
     if crate::cni::made_by_cni(&port) {
         return Ok(Action::await_change());
     }
-    let port_key = key(&port).to_string();
+    let port_key = PortKey::of(&port).to_string();
     let result = reconcile_port(port, &ctx).await;
     ctx.metrics.reconciled(result.is_ok());
     if result.is_ok() {
@@ -85,7 +85,7 @@ pub(super) fn error_policy(
     error: &ReconcileError,
     ctx: Arc<Context>,
 ) -> Action {
-    let key = key(&port);
+    let key = PortKey::of(&port);
     match error.retry() {
         Retry::Invalid => {
             warn!(port = %key, %error, "refused; waiting for the port to change");
@@ -97,10 +97,6 @@ pub(super) fn error_policy(
             Action::requeue(delay)
         }
     }
-}
-
-fn key(port: &NetworkPort) -> PortKey {
-    PortKey::new(port.namespace().unwrap_or_default(), port.name_any())
 }
 
 /// Realises the port, or says in its status why it cannot be.
@@ -143,7 +139,7 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
             return Ok(Action::await_change());
         }
     };
-    let port_key = key(port);
+    let port_key = PortKey::of(port);
     let created = match &realisation.kind {
         RealisationKind::Unsupported { reason, message } => {
             write_failure(port, ctx, PortPhase::Failed, reason, message).await?;
@@ -365,9 +361,11 @@ fn cleanup(port: Arc<NetworkPort>, ctx: &Arc<Context>) -> Result<Action, Reconci
         let outcome = finish_cleanup(&port, &ctx, &api, &uid, link).await;
         ctx.state().cleaning.remove(&uid);
         match outcome {
-            Ok(()) => debug!(port = %key(&port), "port cleaned up"),
+            Ok(()) => debug!(port = %PortKey::of(&port), "port cleaned up"),
             // The reconcile's recheck tries again.
-            Err(error) => warn!(port = %key(&port), %error, "port cleanup failed; retrying"),
+            Err(error) => {
+                warn!(port = %PortKey::of(&port), %error, "port cleanup failed; retrying")
+            }
         }
     });
     Ok(Action::requeue(CLEANUP_RECHECK))

@@ -155,7 +155,7 @@ fn record(port: &NetworkPort, ctx: &Context) -> Option<PortRecord> {
     };
     Some(PortRecord {
         uid: port.uid()?,
-        key: PortKey::new(port.namespace().unwrap_or_default(), port.name_any()),
+        key: PortKey::of(port),
         created: port.creation_timestamp().map_or(0, |t| t.0.as_second()),
         network: port.spec.network.clone(),
         deleting: port.metadata.deletion_timestamp.is_some(),

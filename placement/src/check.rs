@@ -16,11 +16,12 @@ use switchyard_crds::{
     NodeVerdict, ReasonCode,
 };
 use switchyard_libvirt::merge::{Connection, PortError, PortRequest, effective_port};
-use switchyard_placement::exclusive::port_is_exclusive;
-use switchyard_placement::ledger::DeviceLoad;
-use switchyard_placement::report::{bridge_limit, bridge_room};
 
-use crate::index::{Index, selects};
+use crate::exclusive::port_is_exclusive;
+use crate::index::Index;
+use crate::ledger::DeviceLoad;
+use crate::realisation::selects;
+use crate::report::{bridge_limit, bridge_room};
 
 /// One guest interface to place.
 #[derive(Debug, Clone)]
@@ -203,7 +204,7 @@ pub fn check_node(index: &Index, plan: &Plan<'_>, node: &str) -> NodeVerdict {
     reasons.extend(plan.everywhere.iter().cloned());
 
     for demand in &plan.demands {
-        if !selects(demand.network, &info.labels) {
+        if !selects(&demand.network.spec, &info.labels) {
             for label in demand.labels() {
                 reasons.push(reason(
                     Some(label),
@@ -412,6 +413,14 @@ pub fn eligible_nodes(verdicts: &[NodeVerdict]) -> Vec<String> {
         .filter(|v| v.eligible)
         .map(|v| v.node.clone())
         .collect()
+}
+
+/// A reason code as spelled in the API (`NoFreeDevice`), for messages and tables.
+pub fn code_name(code: ReasonCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{code:?}"))
 }
 
 /// `eligible/checked`.

@@ -1,8 +1,10 @@
-//! The controller's in-memory view of the cluster, indexed for the questions it answers.
+//! An in-memory view of the cluster, indexed for the questions placement answers.
 //!
-//! Built from watch events (see `cache`), read by the migration check, the network status
-//! aggregation and the admission webhook. Everything is keyed by name so that a check for one
-//! interface on one node is a handful of hash lookups, whatever the size of the cluster.
+//! The controller builds it from watch events (its `cache`), the kubectl plugin from one
+//! read of the cluster; the migration [`check`](crate::check), the controller's network
+//! status aggregation and the admission webhook read it. Everything is keyed by name so that
+//! a check for one interface on one node is a handful of hash lookups, whatever the size of
+//! the cluster.
 //!
 //! Pure: no I/O. The conversions from API objects live here too, so they are unit-tested.
 
@@ -10,8 +12,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use switchyard_crds::{ConditionStatus, Network, NetworkNode, NetworkPort, NodeNetwork};
+
+pub use crate::port_key::PortKey;
+use crate::realisation;
 
 /// What the controller needs to know about a Kubernetes Node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,7 +57,7 @@ impl NodeInfo {
             }
         };
         Self {
-            labels: node.labels().clone(),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
             ready,
             not_ready_reason,
             unschedulable: node
@@ -106,21 +111,6 @@ impl AgentReport {
     }
 }
 
-/// A port's namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PortKey {
-    /// The namespace.
-    pub namespace: String,
-    /// The name.
-    pub name: String,
-}
-
-impl std::fmt::Display for PortKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
 /// What a live port uses, for refusing network changes that would pull devices or portgroups
 /// from under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,14 +135,12 @@ impl PortUse {
     /// What a NetworkPort uses.
     pub fn from_port(port: &NetworkPort) -> Self {
         let actual = port.status.as_ref().and_then(|s| s.actual.as_ref());
-        let labels = port.labels();
-        let needs_labels = labels.get(switchyard_crds::LABEL_NODE) != Some(&port.spec.node)
-            || labels.get(switchyard_crds::LABEL_NETWORK) != Some(&port.spec.network);
+        let labels = port.metadata.labels.as_ref();
+        let label = |key: &str| labels.and_then(|labels| labels.get(key));
+        let needs_labels = label(switchyard_crds::LABEL_NODE) != Some(&port.spec.node)
+            || label(switchyard_crds::LABEL_NETWORK) != Some(&port.spec.network);
         Self {
-            key: PortKey {
-                namespace: port.namespace().unwrap_or_default(),
-                name: port.name_any(),
-            },
+            key: PortKey::of(port),
             network: port.spec.network.clone(),
             node: port.spec.node.clone(),
             requested_portgroup: port.spec.portgroup.clone(),
@@ -197,7 +185,7 @@ impl Index {
 
     /// Adds or replaces a network; returns the one it replaced.
     pub fn upsert_network(&mut self, network: Arc<Network>) -> Option<Arc<Network>> {
-        self.networks.insert(network.name_any(), network)
+        self.networks.insert(name_of(&network.metadata), network)
     }
 
     /// Removes a network; returns it.
@@ -317,19 +305,21 @@ impl Index {
         &'a self,
         label_sets: &'a [&'a BTreeMap<String, String>],
     ) -> impl Iterator<Item = &'a Arc<Network>> + 'a {
-        self.networks
-            .values()
-            .filter(move |network| label_sets.iter().any(|labels| selects(network, labels)))
+        self.networks.values().filter(move |network| {
+            label_sets
+                .iter()
+                .any(|labels| realisation::selects(&network.spec, labels))
+        })
     }
 }
 
-/// Whether a network selects a node with these labels. No selector selects every node.
-pub fn selects(network: &Network, labels: &BTreeMap<String, String>) -> bool {
-    network
-        .spec
-        .node_selector
-        .as_ref()
-        .is_none_or(|selector| selector.matches(labels))
+/// An object's name, or its generated-name prefix before the apiserver named it.
+fn name_of(metadata: &ObjectMeta) -> String {
+    metadata
+        .name
+        .clone()
+        .or_else(|| metadata.generate_name.clone())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -343,7 +333,7 @@ mod tests {
 
     fn node(ready: Option<&str>, unschedulable: bool) -> Node {
         Node {
-            metadata: kube::api::ObjectMeta {
+            metadata: ObjectMeta {
                 name: Some("a".into()),
                 labels: Some([("rack".to_string(), "1".to_string())].into()),
                 ..Default::default()
@@ -454,10 +444,7 @@ mod tests {
         index.upsert_port(PortUse::from_port(&port("ns", "p2", "n2", None)));
         assert_eq!(index.ports_of_network("n1").count(), 1);
         assert_eq!(index.ports_of_network("n2").count(), 1);
-        let key = PortKey {
-            namespace: "ns".into(),
-            name: "p1".into(),
-        };
+        let key = PortKey::new("ns", "p1");
         assert!(index.remove_port(&key).is_some());
         assert_eq!(index.ports_of_network("n1").count(), 0);
         let counts: Vec<_> = index.port_counts().collect();
@@ -491,7 +478,7 @@ mod tests {
         let rack2: BTreeMap<String, String> = [("rack".to_string(), "2".to_string())].into();
         let mut names: Vec<_> = index
             .networks_selecting(&[&rack2])
-            .map(|n| n.name_any())
+            .map(|n| name_of(&n.metadata))
             .collect();
         names.sort();
         assert_eq!(names, ["everywhere"]);

@@ -1,6 +1,6 @@
 //! Migration check latency from the controller's cache: 1,000 simulated nodes × 100 networks.
 //!
-//! `cargo bench -p switchyard-controller --bench migration_check` prints p50 / p99 / max per
+//! `cargo bench -p switchyard-placement --bench migration_check` prints p50 / p99 / max per
 //! scenario. Not a test: it asserts nothing and is not part of the suite.
 //!
 //! The cluster is generated deterministically: networks of every realisation (shared macvtap,
@@ -15,13 +15,14 @@ use std::hint::black_box;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use switchyard_controller::check::{Interface, check_migration, check_node, plan};
-use switchyard_controller::index::{AgentReport, Index, NodeInfo, selects};
 use switchyard_crds::{
     Bridge, BridgeState, Forward, ForwardInterface, ForwardMode, InterfaceRequest, LinkState,
     MigrationCheckSpec, Network, NetworkPortSpec, NetworkSpec, NodeNetwork, NodeSelector,
     PoolDevice, PortGroup, VirtualPort, VirtualPortType,
 };
+use switchyard_placement::check::{Interface, check_migration, check_node, plan};
+use switchyard_placement::index::{AgentReport, Index, NodeInfo};
+use switchyard_placement::realisation::selects;
 
 const NODES: usize = 1_000;
 const NETWORKS: usize = 100;
@@ -195,7 +196,7 @@ fn cluster() -> Index {
         let served = networks
             .iter()
             .enumerate()
-            .filter(|(_, network)| selects(network, &labels))
+            .filter(|(_, network)| selects(&network.spec, &labels))
             .map(|(i, network)| {
                 let report = report(network, i, &mut rng);
                 (report.name.clone(), report)

@@ -438,3 +438,12 @@ fn unnamed_interfaces_are_labelled_by_position() {
     let verdicts = check(&index, vec![interface("net0", "sriov"), unnamed], &["fine"]);
     assert_eq!(verdicts[0].reasons[0].interface.as_deref(), Some("#1"));
 }
+
+#[test]
+fn reason_codes_are_named_as_the_api_spells_them() {
+    assert_eq!(code_name(ReasonCode::NoFreeDevice), "NoFreeDevice");
+    assert_eq!(code_name(ReasonCode::NetworkNotOnNode), "NetworkNotOnNode");
+    let verdicts = check(&three_nodes(), vec![interface("net0", "sriov")], &[]);
+    assert_eq!(summary(&verdicts), "1/3");
+    assert_eq!(eligible_nodes(&verdicts), ["fine"]);
+}
