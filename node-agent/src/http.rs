@@ -18,7 +18,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(context);
@@ -26,6 +26,15 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// OK while the reconcile loop and the deletion batcher make progress (see
+/// `agent::liveness`); the kubelet restarts an agent whose loop died or hangs.
+async fn healthz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    match ctx.is_alive() {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {

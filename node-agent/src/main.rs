@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use switchyard_libvirt::firewall::{SWITCHYARD_TABLE, check_table_name};
+use switchyard_node_agent::agent::liveness::DEFAULT_LIVENESS_LIMIT;
 use switchyard_node_agent::agent::{Agent, AgentConfig};
 use switchyard_node_agent::cni::CniConfig;
 use switchyard_node_agent::netlink::NetnsTarget;
@@ -62,6 +63,10 @@ struct Args {
     /// The nftables table (ip and ip6) of those networks' rules; never libvirt's own.
     #[arg(long, env = "SWITCHYARD_NFT_TABLE", default_value = SWITCHYARD_TABLE)]
     nft_table: String,
+    /// Seconds the reconcile loop or the link deletion thread may go without progress before
+    /// /healthz fails (and the kubelet restarts the agent).
+    #[arg(long, env = "SWITCHYARD_LIVENESS_TIMEOUT", default_value_t = DEFAULT_LIVENESS_LIMIT.as_secs_f64())]
+    liveness_timeout: f64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -120,6 +125,10 @@ async fn main() -> anyhow::Result<()> {
             state_dir: args.state_dir.clone(),
             table: args.nft_table.clone(),
         },
+        liveness_limit: Duration::try_from_secs_f64(args.liveness_timeout)
+            .ok()
+            .filter(|limit| !limit.is_zero())
+            .context("--liveness-timeout must be a positive number of seconds")?,
     };
     info!(node = %args.node_name, netns = ?config.netns, "starting");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -454,3 +454,82 @@ async fn links_the_agent_does_not_own_are_never_deleted() {
     let left = links_but(&node, &["eth0", "eth0-sw", "swyforeign01", "theirs0"]);
     assert!(left.is_empty(), "links left behind: {left:?}");
 }
+
+/// The agent's `/healthz`: its status line and body.
+fn healthz(node: &SimulatedNode) -> (bool, String) {
+    let response = node.http_get("/healthz").unwrap_or_default();
+    (
+        response.starts_with("HTTP/1.1 200"),
+        switchyard_tests::metrics::body(&response).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_wedged_deletion_batcher_fails_healthz_until_it_runs_again() {
+    let env = TestEnv::new("agent-liveness").await;
+    let mut node = SimulatedNode::new(&env, "live", &[]).await;
+    node.sandbox.add_nics("eth", 1).unwrap();
+    let net = create_network(
+        &env,
+        "live",
+        "  forward: {mode: vepa, interfaces: [{dev: eth0}]}\n",
+    )
+    .await;
+    node.set_agent_env("SWITCHYARD_LIVENESS_TIMEOUT", "2");
+    node.start_agent(agent());
+    let api = ports_api(&env);
+    api.create(
+        &PostParams::default(),
+        &port(&env.namespace, "p", &net, &node.name, &mac(1)),
+    )
+    .await
+    .unwrap();
+    wait_ports(&env, "the port ready", Duration::from_secs(30), POLL, |p| {
+        count_phase(p, PortPhase::Ready) == 1
+    })
+    .await;
+    assert_eq!(healthz(&node), (true, "ok".to_string()));
+
+    // The batcher's thread stopped as one stuck in a kernel call would be; the rest of the
+    // process (the HTTP server, the reconcile loop) runs on.
+    let pid = node.agent_pid().unwrap();
+    let frozen = switchyard_tests::procs::freeze_thread(
+        pid,
+        switchyard_node_agent::agent::deleter::THREAD_NAME,
+    )
+    .expect("stopping the agent's link deletion thread");
+    api.delete("p", &DeleteParams::default()).await.unwrap();
+    let started = Instant::now();
+    let body = loop {
+        let (healthy, body) = healthz(&node);
+        if !healthy {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "/healthz still says {body:?} with the deletion batcher stopped"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(
+        body.contains("deletion batcher") && !body.contains("reconcile loop"),
+        "{body}"
+    );
+    // The wedge is real: the port's link cannot go, so neither can the port.
+    assert_eq!(list_ports(&env).await.len(), 1);
+
+    drop(frozen);
+    wait_ports(&env, "the port gone", Duration::from_secs(30), POLL, |p| {
+        p.is_empty()
+    })
+    .await;
+    let started = Instant::now();
+    while !healthz(&node).0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "/healthz stayed unhealthy after the batcher ran again: {:?}",
+            healthz(&node)
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}

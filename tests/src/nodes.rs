@@ -56,6 +56,11 @@ impl SimulatedNode {
         self.agent_env.push((key.to_string(), value.to_string()));
     }
 
+    /// The agent process's id, while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// Whether the agent process is running (started and not killed or stopped).
     pub fn agent_running(&self) -> bool {
         self.agent.is_some()

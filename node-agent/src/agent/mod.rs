@@ -7,6 +7,7 @@
 mod cni_access;
 pub mod deleter;
 mod finalizer;
+pub mod liveness;
 pub mod metrics;
 pub mod port_status;
 mod ports;
@@ -38,6 +39,7 @@ use crate::netlink::{LinkManager, NetlinkError, NetnsTarget};
 use crate::ownership::{LinkGroups, LinkRef};
 use crate::virtual_network::{VirtualNetworkConfig, VirtualNetworkError, VirtualNetworks};
 use deleter::DeleteBatcher;
+use liveness::{Heartbeat, Liveness};
 use metrics::Metrics;
 use switchyard_placement::ledger::Ledger;
 
@@ -60,6 +62,9 @@ pub struct AgentConfig {
     pub cni: Option<crate::cni::CniConfig>,
     /// Where and how isolated, nat, route and open networks are run.
     pub virtual_networks: VirtualNetworkConfig,
+    /// How long the reconcile loop or the deletion batcher may go without progress before
+    /// `/healthz` says the agent is broken.
+    pub liveness_limit: Duration,
 }
 
 /// Why the agent stopped.
@@ -88,6 +93,9 @@ pub enum AgentError {
     /// The virtual networks' state directory or netlink socket could not be opened.
     #[error("virtual networks: {0}")]
     VirtualNetworks(#[from] VirtualNetworkError),
+    /// The link deletion thread could not be started.
+    #[error("starting the link deletion thread: {0}")]
+    DeleterThread(std::io::Error),
 }
 
 /// Why one reconcile failed (it is retried with backoff).
@@ -174,6 +182,7 @@ pub struct Context {
     /// Consecutive reconcile failures per port, for backoff.
     failures: Backoffs<String>,
     virtual_networks: Arc<VirtualNetworks>,
+    liveness: Liveness,
 }
 
 impl std::fmt::Debug for Context {
@@ -188,6 +197,11 @@ impl Context {
     /// Whether recovery is done and ports are being served.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether the reconcile loop and the deletion batcher are alive; else which is not.
+    pub fn is_alive(&self) -> Result<(), String> {
+        self.liveness.check()
     }
 
     /// The Prometheus exposition of the agent's metrics.
@@ -303,8 +317,22 @@ impl Agent {
             })
             .applied_objects();
 
+        let liveness_tick = Liveness::tick(config.liveness_limit);
+        let reconciler_heart = Heartbeat::new("reconcile loop");
+        let deleter_heart = Heartbeat::new("deletion batcher");
+        let deleter = DeleteBatcher::start(
+            links.clone(),
+            metrics.clone(),
+            deleter_heart.clone(),
+            liveness_tick,
+        )
+        .map_err(AgentError::DeleterThread)?;
         let context = Arc::new(Context {
-            deleter: DeleteBatcher::start(links.clone(), metrics.clone()),
+            deleter,
+            liveness: Liveness::new(
+                vec![reconciler_heart.clone(), deleter_heart],
+                config.liveness_limit,
+            ),
             creating: tokio::sync::Mutex::new(()),
             api_slots: tokio::sync::Semaphore::new(usize::from(config.concurrency.max(1))),
             client: client.clone(),
@@ -353,12 +381,16 @@ impl Agent {
             .reconcile_all_on(futures::stream::once(async move {
                 let _ = on_recovered.await;
             }))
+            .reconcile_on(liveness_probes(liveness_tick))
             .shutdown_on_signal();
         let ctx = context.clone();
         let mut controller_task = tokio::spawn(async move {
             controller
                 .run(ports::reconcile, ports::error_policy, ctx)
                 .for_each(|result| {
+                    // Every finished reconcile, and every probe coming out of the runner as
+                    // "not found", shows the loop is alive.
+                    reconciler_heart.beat();
                     // Reconcile failures are logged by `ports::error_policy`; a failing watch
                     // (the ports' or the networks') is retried with backoff, and said here.
                     if let Err(ControllerError::QueueError(error)) = result {
@@ -433,6 +465,19 @@ const VIRTUAL_NETWORK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the caches may take to fill at start-up.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The name of the port the liveness probes ask for: not a valid object name, so no port ever
+/// has it, and the controller answers each probe with "object not found" once a reconcile slot
+/// takes it — which only a loop that still schedules and runs reconciles does.
+const LIVENESS_PROBE: &str = "(liveness probe)";
+
+/// A request to reconcile [`LIVENESS_PROBE`] every `tick`.
+fn liveness_probes(tick: Duration) -> impl futures::Stream<Item = ObjectRef<NetworkPort>> {
+    futures::stream::unfold((), move |()| async move {
+        tokio::time::sleep(tick).await;
+        Some((ObjectRef::new(LIVENESS_PROBE), ()))
+    })
+}
 
 async fn wait_for_cache<K>(store: &Store<K>, kind: &'static str) -> Result<(), AgentError>
 where
