@@ -13,6 +13,7 @@ pub mod port_status;
 mod ports;
 mod recovery;
 mod reporter;
+mod undecodable;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,6 +24,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Config as ControllerConfig, Controller, Error as ControllerError};
 use kube::runtime::predicates;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -264,9 +266,14 @@ impl Agent {
         // Every cache keeps trimmed objects (see `trim_metadata`): with thousands of ports the
         // agent's memory is mostly its port cache.
         let (networks, networks_writer) = reflector::store::<Network>();
-        let network_events = watcher(
-            Api::<Network>::all(client.clone()),
-            watcher::Config::default(),
+        let network_events = watch::decodable(
+            watcher(
+                Api::<DeserializeGuard<Network>>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+            "Network",
+            // A Network's status is the controller's: the warning is the whole report here.
+            |_| {},
         )
         .modify(|network| trim_metadata(&mut network.metadata));
         let network_events = watch::recovering(network_events, "Network")
@@ -299,11 +306,28 @@ impl Agent {
         // sleep until its timeout. So the first complete list is signalled from the stream.
         let (ports_listed_tx, ports_listed) = futures::channel::oneshot::channel::<()>();
         let mut ports_listed_tx = Some(ports_listed_tx);
-        let port_events = watcher(
-            Api::<NetworkPort>::all(client.clone()),
-            watcher::Config::default()
-                .labels(&format!("{LABEL_NODE}={node}"))
-                .page_size(PORT_LIST_PAGE),
+        // A port that does not decode is told so on its status (see `undecodable`), and
+        // recovery leaves its link alone.
+        let (undecodable_tx, undecodable_rx) = futures::channel::mpsc::unbounded();
+        let undecodable_uids = Arc::new(Mutex::new(HashSet::new()));
+        let seen_undecodable = undecodable_uids.clone();
+        let port_events = watch::decodable(
+            watcher(
+                Api::<DeserializeGuard<NetworkPort>>::all(client.clone()),
+                watcher::Config::default()
+                    .labels(&format!("{LABEL_NODE}={node}"))
+                    .page_size(PORT_LIST_PAGE),
+            ),
+            "NetworkPort",
+            move |invalid| {
+                if let Some(uid) = &invalid.metadata.uid {
+                    seen_undecodable
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(uid.clone());
+                }
+                let _ = undecodable_tx.unbounded_send(invalid);
+            },
         )
         .modify(|port| trim_metadata(&mut port.metadata));
         let port_events = watch::recovering(port_events, "NetworkPort")
@@ -351,6 +375,7 @@ impl Agent {
             ),
         });
 
+        let undecodable_ports = tokio::spawn(undecodable::report(context.clone(), undecodable_rx));
         // The node's labels decide which networks it serves: a change is worth a report.
         let report_ctx = context.clone();
         let node_watch = tokio::spawn(node_events.for_each(move |event| {
@@ -400,6 +425,7 @@ impl Agent {
                 })
                 .await;
             node_watch.abort();
+            undecodable_ports.abort();
             info!("port controller stopped");
         });
 
@@ -426,7 +452,11 @@ impl Agent {
             move || vnet_ctx.virtual_networks_wanted(),
             VIRTUAL_NETWORK_INTERVAL,
         ));
-        recovery::recover(&context, ports.state(), started.elapsed()).await?;
+        let undecodable = undecodable_uids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        recovery::recover(&context, ports.state(), &undecodable, started.elapsed()).await?;
         // Pod ports are recovered from the CNI records before any other port is placed.
         let cni = match &config.cni {
             Some(cni) => Some(crate::cni::start(context.clone(), cni.clone()).await?),

@@ -2,7 +2,7 @@
 //! port owns, and mark what cannot come back. The decisions are [`crate::plan`]'s; this module
 //! only reads the inputs and carries the decisions out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,13 +21,26 @@ use crate::plan::{LinkAction, PortAction, PortRecord, plan_recovery};
 pub(super) const LINK_LOST: &str = "LinkLost";
 
 /// Recovers from the ports the controller's cache listed (`listed_in`: how long that took).
+/// The links of `undecodable` ports (by UID: listed, but not readable) are left as they are:
+/// their ports exist, and may read again after an upgrade.
 pub(super) async fn recover(
     ctx: &Context,
     ports: Vec<Arc<NetworkPort>>,
+    undecodable: &HashSet<String>,
     listed_in: Duration,
 ) -> Result<(), AgentError> {
     let started = Instant::now();
-    let (owned, present) = ctx.links.owned_links_and_names().await?;
+    let (mut owned, present) = ctx.links.owned_links_and_names().await?;
+    owned.retain(|link| {
+        let keep = link
+            .port_uid
+            .as_ref()
+            .is_some_and(|uid| undecodable.contains(uid));
+        if keep {
+            warn!(link = %link.link, "left the link of a port the agent cannot decode as it is");
+        }
+        !keep
+    });
     info!(
         ports = ports.len(),
         links = owned.len(),
