@@ -103,7 +103,8 @@ pub struct NetworkSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub portgroups: Vec<PortGroup>,
-    /// libvirt's `<vlan>` at network level: the default VLAN of ports that set none.
+    /// libvirt's `<vlan>` at network level: the default VLAN of ports that set none. A port's
+    /// tags are applied by switchyard or the port fails (see a NetworkPort's `spec.vlan`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<Vlan>,
     /// libvirt's `<bandwidth>` at network level: a limit for the network as a whole (not a
@@ -112,6 +113,7 @@ pub struct NetworkSpec {
     pub bandwidth: Option<Bandwidth>,
     /// libvirt's `trustGuestRxFilters`: whether guests' MAC and multicast filter changes are
     /// applied to the host device (macvtap modes only). Portgroups and ports may override it.
+    /// Passed on to the VM's runtime in a port's `status.actual`; switchyard sets nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_guest_rx_filters: Option<bool>,
     /// libvirt's `ipv6='yes'`: allow guest-to-guest IPv6 on a network with no IPv6 address.

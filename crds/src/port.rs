@@ -64,15 +64,21 @@ pub struct NetworkPortSpec {
     #[schemars(regex(pattern = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"))]
     pub mac: String,
     /// Interface-level virtual port settings, merged with the portgroup's and the network's.
+    /// Passed on to the VM's runtime in `status.actual`: switchyard does not associate the port
+    /// with a switch (802.1Qbg/802.1Qbh, Open vSwitch); the runtime that plugs the guest in does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtualport: Option<VirtualPort>,
-    /// Interface-level VLAN tags, overriding the portgroup's and the network's.
+    /// Interface-level VLAN tags, overriding the portgroup's and the network's. Applied by
+    /// switchyard or not at all: the port fails (reason `VlanNeedsVirtualFunction` on a
+    /// passthrough device that is not an SR-IOV virtual function, as libvirt refuses it;
+    /// `VlanNotApplied` where the agent does not set tags yet, which today is everywhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<Vlan>,
     /// Interface-level traffic limits, overriding the portgroup's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<Bandwidth>,
     /// Interface-level `trustGuestRxFilters`, overriding the portgroup's and the network's.
+    /// Passed on to the VM's runtime in `status.actual`; switchyard sets nothing for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_guest_rx_filters: Option<bool>,
     /// Who the interface belongs to (libvirt's port owner: the domain).
@@ -108,7 +114,10 @@ pub struct NetworkPortStatus {
     /// `DeviceConflict`, `BridgeFull`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// What was really used, like libvirt's `<actual>` element.
+    /// What was really used, like libvirt's `<actual>` element. switchyard applies the link
+    /// (`type`, `device`, `mode`, `bridge`) and `bandwidth`, and records `vlan` only for tags it
+    /// applied; `virtualport` and `trustGuestRxFilters` it passes on to the VM's runtime, which
+    /// applies them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual: Option<PortActual>,
 }
@@ -159,16 +168,19 @@ pub struct PortActual {
     /// The portgroup that applied, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portgroup: Option<String>,
-    /// The merged virtual port settings.
+    /// The merged virtual port settings, passed on to the VM's runtime (not applied by
+    /// switchyard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtualport: Option<VirtualPort>,
-    /// The VLAN settings that applied.
+    /// The VLAN tags switchyard applied to the link; left out when it applied none. A port whose
+    /// tags cannot be applied on its node is `Failed`, never `Ready` without them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<Vlan>,
     /// The traffic limits that applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<Bandwidth>,
-    /// The `trustGuestRxFilters` that applied.
+    /// The merged `trustGuestRxFilters`, passed on to the VM's runtime (not applied by
+    /// switchyard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_guest_rx_filters: Option<bool>,
 }

@@ -19,3 +19,4 @@ pub mod netlink;
 pub mod ownership;
 pub mod plan;
 pub mod virtual_network;
+pub mod vlan;

@@ -533,3 +533,77 @@ async fn a_wedged_deletion_batcher_fails_healthz_until_it_runs_again() {
         tokio::time::sleep(POLL).await;
     }
 }
+
+#[tokio::test]
+async fn vlan_tags_a_device_cannot_take_fail_the_port_and_are_never_reported() {
+    let env = TestEnv::new("agent-vlan").await;
+    let mut node = SimulatedNode::new(&env, "vlan", &[]).await;
+    node.sandbox.add_nics("eth", 1).unwrap();
+    let net = create_network(
+        &env,
+        "vlan",
+        "  forward: {mode: passthrough, interfaces: [{dev: eth0}]}\n  portgroups: [{name: tagged, vlan: {tags: [{id: 7}]}}]\n",
+    )
+    .await;
+    node.start_agent(agent());
+    let api = ports_api(&env);
+    let mut tagged = port(&env.namespace, "tagged", &net, &node.name, &mac(1));
+    tagged.spec.portgroup = Some("tagged".into());
+    api.create(&PostParams::default(), &tagged).await.unwrap();
+    // A veth is no SR-IOV virtual function: libvirt would fail the port at start.
+    let ports = wait_ports(
+        &env,
+        "the tagged port failed",
+        Duration::from_secs(30),
+        POLL,
+        |p| count_phase(p, PortPhase::Failed) == 1,
+    )
+    .await;
+    let status = ports[0].status.as_ref().unwrap();
+    let ready = &status.conditions[0];
+    assert_eq!(ready.reason, "VlanNeedsVirtualFunction");
+    assert!(
+        ready.message.contains("vlan 7")
+            && ready
+                .message
+                .contains("'eth0' is not an SR-IOV virtual function"),
+        "{}",
+        ready.message
+    );
+    assert!(status.actual.is_none(), "{:?}", status.actual);
+    assert!(links_but(&node, &["eth0", "eth0-sw"]).is_empty());
+
+    // The refusal held no device: an untagged port gets it, and reports no vlan.
+    api.create(
+        &PostParams::default(),
+        &port(&env.namespace, "plain", &net, &node.name, &mac(2)),
+    )
+    .await
+    .unwrap();
+    let ports = wait_ports(
+        &env,
+        "the plain port ready",
+        Duration::from_secs(30),
+        POLL,
+        |p| count_phase(p, PortPhase::Ready) == 1,
+    )
+    .await;
+    let plain = ports
+        .iter()
+        .find(|p| phase(p) == Some(PortPhase::Ready))
+        .unwrap();
+    let actual = plain.status.as_ref().unwrap().actual.as_ref().unwrap();
+    assert_eq!(actual.device.as_deref(), Some("eth0"));
+    assert_eq!(actual.vlan, None);
+    for name in ["tagged", "plain"] {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    wait_ports(
+        &env,
+        "both ports gone",
+        Duration::from_secs(30),
+        POLL,
+        |p| p.is_empty(),
+    )
+    .await;
+}

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::{Context, HeldFailure, Realised, ReconcileError, finalizer, now, port_status};
 use crate::netlink::{BridgePortRequest, MacvtapRequest, NetlinkError, RealisedLink};
+use crate::vlan;
 
 /// How soon a port waiting for a free device looks again. Deletions free devices at any time
 /// and waiting ports are few, so polling beats tracking who waits for what.
@@ -176,6 +177,12 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
                     Err(error) => return wait_for_device(port, ctx, &error).await,
                 }
             };
+            if let Some(refusal) = vlan::refusal(&effective, &device, || {
+                ctx.links.is_virtual_function(&device)
+            }) {
+                ctx.state().ledger.release(&uid);
+                return refuse_vlan(port, ctx, &refusal).await;
+            }
             let request = MacvtapRequest {
                 port_uid: &uid,
                 lower: &device,
@@ -192,6 +199,9 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
             result.map(|link| (link, actual_macvtap(&device, *mode, &effective)))
         }
         RealisationKind::Bridge { bridge } => {
+            if let Some(refusal) = vlan::refusal(&effective, bridge, || false) {
+                return refuse_vlan(port, ctx, &refusal).await;
+            }
             ctx.state().ledger.record(
                 &uid,
                 bridge,
@@ -281,6 +291,23 @@ fn failed_for_good(port: &NetworkPort) -> bool {
             c.reason == super::recovery::LINK_LOST
                 || c.reason == crate::plan::REASON_DEVICE_CONFLICT
         })
+}
+
+/// Fails a port whose vlan tags the node cannot apply, until its spec changes.
+async fn refuse_vlan(
+    port: &NetworkPort,
+    ctx: &Context,
+    refusal: &vlan::VlanRefusal,
+) -> Result<Action, ReconcileError> {
+    write_failure(
+        port,
+        ctx,
+        PortPhase::Failed,
+        refusal.reason,
+        &refusal.message,
+    )
+    .await?;
+    Ok(Action::await_change())
 }
 
 async fn wait_for_device(
@@ -423,7 +450,9 @@ fn settings(effective: &EffectivePort) -> PortActual {
     PortActual {
         portgroup: effective.portgroup.clone(),
         virtualport: effective.virtualport.clone(),
-        vlan: effective.vlan.clone(),
+        // Only tags the agent applied would go here, and it applies none: a port with tags is
+        // refused before its link is made (see `crate::vlan`).
+        vlan: None,
         bandwidth: effective.bandwidth.clone(),
         trust_guest_rx_filters: effective.trust_guest_rx_filters,
         ..Default::default()

@@ -358,6 +358,11 @@ async fn make(
     };
     record.device = Some(device.clone());
     sweep::put(cni, records, record)?;
+    if let Some(refusal) = crate::vlan::refusal(&placement.effective, &device, || {
+        links.is_virtual_function(&device)
+    }) {
+        return Err(refused(format!("[{}] {}", refusal.reason, refusal.message)));
+    }
 
     let mut attempt = 0;
     loop {
@@ -648,7 +653,8 @@ fn spawn_status(cni: &Cni, record: &Record, effective: &EffectivePort) {
     let settings = PortActual {
         portgroup: effective.portgroup.clone(),
         virtualport: effective.virtualport.clone(),
-        vlan: effective.vlan.clone(),
+        // Tags are refused before the link is made (see `crate::vlan`): none was applied.
+        vlan: None,
         bandwidth: effective.bandwidth.clone(),
         trust_guest_rx_filters: effective.trust_guest_rx_filters,
         ..Default::default()

@@ -245,6 +245,16 @@ impl LinkManager {
         self.groups
     }
 
+    /// Whether device `name` is an SR-IOV virtual function; `false` when sysfs cannot say.
+    pub fn is_virtual_function(&self, name: &str) -> bool {
+        self.worker
+            .is_virtual_function(name)
+            .unwrap_or_else(|error| {
+                tracing::warn!(device = name, %error, "cannot tell whether the device is an SR-IOV VF");
+                false
+            })
+    }
+
     /// Looks a link up by name; `None` when it does not exist.
     async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NetlinkError> {
         let mut links = self.handle.link().get().match_name(name).execute();

@@ -27,10 +27,12 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{OFlag, openat};
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, fstatat};
 use rtnetlink::sys::{AsyncSocket, TokioSocket, protocols::NETLINK_ROUTE};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -132,6 +134,18 @@ impl NamespaceWorker {
         let mut text = String::new();
         File::from(fd).read_to_string(&mut text)?;
         Ok(text)
+    }
+
+    /// Whether link `name` is an SR-IOV virtual function: its PCI device points at a physical
+    /// function (`device/physfn`), as libvirt's `virNetDevIsVirtualFunction` reads it. A
+    /// virtual link (veth, bridge) has no `device` at all.
+    pub(crate) fn is_virtual_function(&self, name: &str) -> io::Result<bool> {
+        let physfn = Path::new("class/net").join(name).join("device/physfn");
+        match fstatat(&self.sysfs, &physfn, AtFlags::empty()) {
+            Ok(_) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(errno) => Err(errno.into()),
+        }
     }
 
     /// The macvtap's tap character device as `major:minor`. The minor is allocated from a
