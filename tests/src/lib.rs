@@ -6,6 +6,7 @@
 pub mod bins;
 pub mod cluster;
 pub mod control_plane;
+pub mod controller;
 pub mod firewall_golden;
 pub mod fixtures;
 pub mod images;
