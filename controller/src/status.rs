@@ -13,6 +13,9 @@ use switchyard_placement::realisation::selects;
 /// all. Keeps a network that is broken on a thousand nodes readable.
 pub const MAX_UNREADY_LISTED: usize = 100;
 
+/// At most this many nodes are named in `freePerNode`; the rest are counted.
+pub const MAX_FREE_LISTED: usize = 20;
+
 /// The status of a network: which selected nodes serve it, its capacity on them, and why the
 /// others cannot. `validation_errors` are the spec's problems (empty when it is valid).
 /// Condition transition times are kept from `previous` when the condition did not change, so
@@ -29,9 +32,11 @@ pub fn network_status(
     let mut status = NetworkStatus {
         observed_generation: generation,
         pool_size: switchyard_libvirt::modes::pool_devices(&network.spec).len() as u32,
+        uses: Some(switchyard_placement::realisation::uses(network)),
         ..Default::default()
     };
     let mut unready = Vec::new();
+    let mut free_per_node = Vec::new();
     let mut nodes: Vec<(&String, _)> = index
         .nodes()
         .filter(|(_, info)| selects(&network.spec, &info.labels))
@@ -72,6 +77,7 @@ pub fn network_status(
                 status.capacity_total += served.capacity;
                 status.capacity_used += served.used;
                 status.capacity_free += served.free;
+                free_per_node.push(format!("{node}={}", served.free));
             }
             (Some((reason, message)), _) => unready.push(UnreadyNode {
                 node: node.clone(),
@@ -82,6 +88,7 @@ pub fn network_status(
         }
     }
     status.nodes_ready_summary = Some(format!("{}/{}", status.nodes_ready, status.nodes_selected));
+    status.free_per_node = describe_free(&free_per_node);
 
     let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
     let valid = if validation_errors.is_empty() {
@@ -144,6 +151,27 @@ pub fn network_status(
     unready.truncate(MAX_UNREADY_LISTED);
     status.unready_nodes = unready;
     status
+}
+
+/// `node-a=3, node-b=0` (the first [`MAX_FREE_LISTED`], then `and N more`), or
+/// `no ready node`.
+fn describe_free(free_per_node: &[String]) -> Option<String> {
+    if free_per_node.is_empty() {
+        return Some("no ready node".to_string());
+    }
+    let mut text = free_per_node
+        .iter()
+        .take(MAX_FREE_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if free_per_node.len() > MAX_FREE_LISTED {
+        text.push_str(&format!(
+            " and {} more",
+            free_per_node.len() - MAX_FREE_LISTED
+        ));
+    }
+    Some(text)
 }
 
 /// `2 cannot: node-b DeviceMissing, node-c NoAgent` (the first few only).

@@ -32,10 +32,10 @@ use crate::common::{Bandwidth, Condition, NodeSelector, VirtualPort, Vlan};
         description = "Forward mode"
     ),
     printcolumn(
-        name = "Pool",
-        type_ = "integer",
-        json_path = ".status.poolSize",
-        description = "Devices in the forward pool"
+        name = "Uses",
+        type_ = "string",
+        json_path = ".status.uses",
+        description = "The host bridge, or how many pool devices (macvtap); +N node groups when some nodes use others"
     ),
     printcolumn(
         name = "Nodes-Ready",
@@ -44,10 +44,23 @@ use crate::common::{Bandwidth, Condition, NodeSelector, VirtualPort, Vlan};
         description = "Nodes serving the network / nodes selected"
     ),
     printcolumn(
+        name = "Used",
+        type_ = "integer",
+        json_path = ".status.capacityUsed",
+        description = "Ports in use, summed over ready nodes"
+    ),
+    printcolumn(
         name = "Free",
         type_ = "integer",
         json_path = ".status.capacityFree",
-        description = "Ports that can still be added, summed over ready nodes"
+        description = "Ports that can still be added, summed over ready nodes (one port needs room on one node: see Free-Per-Node)"
+    ),
+    printcolumn(
+        name = "Free-Per-Node",
+        type_ = "string",
+        json_path = ".status.freePerNode",
+        priority = 1,
+        description = "Ports that can still be added on each ready node"
     ),
     printcolumn(
         name = "Age",
@@ -653,6 +666,10 @@ pub struct NetworkStatus {
     /// Devices in the forward pool (as given in the spec).
     #[serde(default)]
     pub pool_size: u32,
+    /// What the network uses on nodes no node group overrides: `bridge br0`, `pool of 2`, or
+    /// `unsupported (reason)`; ` +N node groups` when some nodes use other devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<String>,
     /// Ports the ready nodes can carry in all.
     #[serde(default)]
     pub capacity_total: u64,
@@ -662,6 +679,11 @@ pub struct NetworkStatus {
     /// Ports that can still be added on the ready nodes.
     #[serde(default)]
     pub capacity_free: u64,
+    /// Ports that can still be added on each ready node, by name (`node-a=3, node-b=0`; the
+    /// first 20 nodes, then how many more; `no ready node`): a port needs room on its own
+    /// node, which the sum does not show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_per_node: Option<String>,
     /// Selected nodes that cannot serve the network, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unready_nodes: Vec<UnreadyNode>,

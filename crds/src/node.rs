@@ -21,10 +21,10 @@ use crate::port::MacvtapMode;
     derive = "Default",
     doc = "The switchyard network state of one node (name = node name), written by its agent.",
     printcolumn(
-        name = "Networks",
+        name = "Networks-Ready",
         type_ = "integer",
         json_path = ".status.networksReady",
-        description = "Networks the node serves"
+        description = "Networks ready on the node (ports can be added), of those it reports"
     ),
     printcolumn(
         name = "Ports",
@@ -36,6 +36,20 @@ use crate::port::MacvtapMode;
         name = "Agent-Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Not-Ready",
+        type_ = "string",
+        json_path = ".status.networks[?(@.ready==false)].name",
+        priority = 1,
+        description = "The first network not ready on the node"
+    ),
+    printcolumn(
+        name = "Why",
+        type_ = "string",
+        json_path = ".status.networks[?(@.ready==false)].reason",
+        priority = 1,
+        description = "Why that network is not ready (its reason; status.networks has the message)"
     ),
     printcolumn(
         name = "Age",

@@ -196,7 +196,9 @@ pub enum ActualType {
     Bridge,
 }
 
-/// macvtap modes.
+/// A macvtap mode: `bridge` (guests on one device reach each other inside the host), `vepa`
+/// (all traffic goes through the external switch), `private` (guests on one device cannot
+/// reach each other) or `passthrough` (one guest owns the device).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum MacvtapMode {

@@ -138,17 +138,37 @@ pub fn realise(network: &Network, labels: &BTreeMap<String, String>) -> Option<N
         });
     }
     Some(NodeRealisation {
-        kind: kind_on_node(&name, spec, labels),
+        kind: kind_on_node(&name, spec, node_group(spec, labels)),
         network: name,
     })
 }
 
-fn kind_on_node(
-    name: &str,
-    spec: &NetworkSpec,
-    labels: &BTreeMap<String, String>,
-) -> RealisationKind {
-    let group = node_group(spec, labels);
+/// What the network uses on the nodes no node group overrides, for people reading its
+/// status: `bridge br0`, `pool of 2` (macvtap over two devices), or `unsupported (NoPool)`;
+/// with ` +N node groups` when some nodes use other devices.
+pub fn uses(network: &Network) -> String {
+    let name = network.metadata.name.clone().unwrap_or_default();
+    let kind = if is_virtual(network) {
+        RealisationKind::Bridge {
+            bridge: virtual_bridge_name(network),
+        }
+    } else {
+        kind_on_node(&name, &network.spec, None)
+    };
+    let mut text = match kind {
+        RealisationKind::Bridge { bridge } => format!("bridge {bridge}"),
+        RealisationKind::Macvtap { pool, .. } => format!("pool of {}", pool.len()),
+        RealisationKind::Unsupported { reason, .. } => format!("unsupported ({reason})"),
+    };
+    match network.spec.node_groups.len() {
+        0 => {}
+        1 => text.push_str(" +1 node group"),
+        groups => text.push_str(&format!(" +{groups} node groups")),
+    }
+    text
+}
+
+fn kind_on_node(name: &str, spec: &NetworkSpec, group: Option<&NodeGroup>) -> RealisationKind {
     let unsupported = |reason, message: String| RealisationKind::Unsupported { reason, message };
     let Some(forward) = &spec.forward else {
         return unsupported(
@@ -473,5 +493,40 @@ mod tests {
             realise(&network(spec), &a).unwrap().kind,
             RealisationKind::Unsupported { reason: "NoPool", message } if message.contains("'ens1'")
         ));
+    }
+
+    #[test]
+    fn a_network_says_what_it_uses() {
+        let host_bridge = NetworkSpec {
+            forward: forward(ForwardMode::Bridge, &[]),
+            bridge: Some(Bridge {
+                name: Some("br0".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(uses(&network(host_bridge)), "bridge br0");
+        let mut pool = NetworkSpec {
+            forward: forward(ForwardMode::Vepa, &["eth1", "eth2"]),
+            ..Default::default()
+        };
+        assert_eq!(uses(&network(pool.clone())), "pool of 2");
+        pool.node_groups = vec![NodeGroup {
+            name: "rack2".into(),
+            node_selector: NodeSelector::default(),
+            pf: Some("ens1".into()),
+            ..Default::default()
+        }];
+        assert_eq!(uses(&network(pool)), "pool of 2 +1 node group");
+        let isolated = network(NetworkSpec::default());
+        assert_eq!(
+            uses(&isolated),
+            format!("bridge {}", virtual_bridge_name(&isolated))
+        );
+        let hostdev = NetworkSpec {
+            forward: forward(ForwardMode::Hostdev, &["eth1"]),
+            ..Default::default()
+        };
+        assert_eq!(uses(&network(hostdev)), "unsupported (UnsupportedMode)");
     }
 }

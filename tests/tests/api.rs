@@ -85,7 +85,7 @@ spec: {{interfaces: [{{name: net0, network: {net_name}}}], nodes: [{node_name}]}
             "swnet",
             net_name.as_str(),
             None,
-            r#"{"status": {"poolSize": 2, "nodesReadySummary": "1/3", "capacityFree": 7}}"#,
+            r#"{"status": {"poolSize": 2, "uses": "pool of 2", "nodesReadySummary": "1/3", "capacityUsed": 5, "capacityFree": 7, "freePerNode": "node-a=7, node-b=0"}}"#,
         ),
         (
             "swport",
@@ -97,7 +97,7 @@ spec: {{interfaces: [{{name: net0, network: {net_name}}}], nodes: [{node_name}]}
             "swnode",
             node_name.as_str(),
             None,
-            r#"{"status": {"networksReady": 1, "ports": 4, "conditions": [{"type": "Ready", "status": "True", "reason": "Recovered", "message": "counts rebuilt"}]}}"#,
+            r#"{"status": {"networksReady": 1, "ports": 4, "networks": [{"name": "fine", "ready": true}, {"name": "sriov", "ready": false, "reason": "DeviceMissing", "message": "eth2 is absent"}], "conditions": [{"type": "Ready", "status": "True", "reason": "Recovered", "message": "counts rebuilt"}]}}"#,
         ),
         (
             "swmc",
@@ -146,6 +146,31 @@ spec: {{interfaces: [{{name: net0, network: {net_name}}}], nodes: [{node_name}]}
         );
     }
 
+    // What a person sees: the wide columns of `kubectl get` name the bridge or pool, the free
+    // ports per node, and the first network a node cannot serve and why.
+    for (resource, name, wanted) in [
+        (
+            "swnet",
+            net_name.as_str(),
+            ["pool of 2", "node-a=7, node-b=0"],
+        ),
+        ("swnode", node_name.as_str(), ["sriov", "DeviceMissing"]),
+    ] {
+        let out = env.kubectl(&["get", resource, name, "-o", "wide"], None);
+        assert!(
+            out.status.success(),
+            "kubectl get {resource}: {}",
+            stderr(&out)
+        );
+        let shown = String::from_utf8_lossy(&out.stdout);
+        for text in wanted {
+            assert!(
+                shown.contains(text),
+                "kubectl get {resource} -o wide lacks {text}:\n{shown}"
+            );
+        }
+    }
+
     // Each column (name, type, priority) and what its cell must show of the object served in
     // the same row (a controller of another test may rewrite status at any time).
     let tables = [
@@ -154,14 +179,21 @@ spec: {{interfaces: [{{name: net0, network: {net_name}}}], nodes: [{node_name}]}
             vec![
                 ("Name", "string", 0, Shows::Field("/metadata/name")),
                 ("Mode", "string", 0, Shows::Field("/spec/forward/mode")),
-                ("Pool", "integer", 0, Shows::Field("/status/poolSize")),
+                ("Uses", "string", 0, Shows::Field("/status/uses")),
                 (
                     "Nodes-Ready",
                     "string",
                     0,
                     Shows::Field("/status/nodesReadySummary"),
                 ),
+                ("Used", "integer", 0, Shows::Field("/status/capacityUsed")),
                 ("Free", "integer", 0, Shows::Field("/status/capacityFree")),
+                (
+                    "Free-Per-Node",
+                    "string",
+                    1,
+                    Shows::Field("/status/freePerNode"),
+                ),
                 ("Age", "date", 0, Shows::Age),
             ],
         ),
@@ -183,13 +215,15 @@ spec: {{interfaces: [{{name: net0, network: {net_name}}}], nodes: [{node_name}]}
             vec![
                 ("Name", "string", 0, Shows::Field("/metadata/name")),
                 (
-                    "Networks",
+                    "Networks-Ready",
                     "integer",
                     0,
                     Shows::Field("/status/networksReady"),
                 ),
                 ("Ports", "integer", 0, Shows::Field("/status/ports")),
                 ("Agent-Ready", "string", 0, Shows::ReadyCondition),
+                ("Not-Ready", "string", 1, Shows::FirstNotReady("name")),
+                ("Why", "string", 1, Shows::FirstNotReady("reason")),
                 ("Age", "date", 0, Shows::Age),
             ],
         ),
@@ -256,6 +290,8 @@ enum Shows {
     ReadyCondition,
     /// The reason of the Ready condition.
     ReadyReason,
+    /// This field of the first network in `status.networks` that is not ready.
+    FirstNotReady(&'static str),
     /// The object's age: a duration, checked only for presence.
     Age,
 }
@@ -277,6 +313,13 @@ impl Shows {
                     .as_array()
                     .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
                     .map(|c| c["reason"].clone())
+                    .unwrap_or_default(),
+            ),
+            Shows::FirstNotReady(field) => Some(
+                object["status"]["networks"]
+                    .as_array()
+                    .and_then(|ns| ns.iter().find(|n| n["ready"] == false))
+                    .map(|n| n[*field].clone())
                     .unwrap_or_default(),
             ),
             Shows::Age => None,
@@ -635,6 +678,15 @@ async fn kubectl_explain_teaches_the_api() {
         last.contains("mode") && last.contains("-required-"),
         "{last}"
     );
+    // Enumerated fields list their values in the text explain shows.
+    let out = env.kubectl(&["explain", "networkports.status.actual.mode"], None);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    for value in ["`bridge`", "`vepa`", "`private`", "`passthrough`"] {
+        assert!(
+            text.contains(value),
+            "explain of a port's mode lacks {value}: {text}"
+        );
+    }
 }
 
 #[tokio::test]

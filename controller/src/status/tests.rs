@@ -110,6 +110,8 @@ fn status_counts_selected_and_ready_nodes_and_sums_their_capacity() {
         ),
         (4, 1, 3)
     );
+    assert_eq!(status.free_per_node.as_deref(), Some("a=1, b=2"));
+    assert_eq!(status.uses.as_deref(), Some("pool of 2"));
     let unready: Vec<(&str, &str)> = status
         .unready_nodes
         .iter()
@@ -234,4 +236,20 @@ fn long_unready_lists_are_capped() {
     assert!(status.conditions[0].message.ends_with("and 115 more"));
     let events = status_events(None, &status);
     assert_eq!(events.last().unwrap().reason, "NodesCannotServe");
+}
+
+#[test]
+fn free_per_node_names_the_first_nodes_and_counts_the_rest() {
+    let mut index = Index::new();
+    for i in 0..(MAX_FREE_LISTED + 3) {
+        let name = format!("n{i:02}");
+        index.upsert_node(&name, node(true, true));
+        index.upsert_agent(&name, serving(true, 2, 1));
+    }
+    let status = network_status(&network(), &index, &[], None, T0);
+    let free = status.free_per_node.unwrap();
+    assert!(free.starts_with("n00=1, n01=1, "), "{free}");
+    assert!(free.ends_with("n19=1 and 3 more"), "{free}");
+    let none = network_status(&network(), &Index::new(), &[], None, T0);
+    assert_eq!(none.free_per_node.as_deref(), Some("no ready node"));
 }
