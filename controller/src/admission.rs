@@ -5,6 +5,8 @@
 //! - A NetworkPort is created only where it can be realised: its network exists, its portgroup
 //!   exists, the virtualport / vlan merge succeeds, and its node passes the migration check
 //!   (so a migration to a node that lacks the network or room fails at once, with reasons).
+//! - A NetworkPort's spec is fixed once it exists, apart from `owner` (see [`review_port`]).
+//! - A node agent writes only its own node's objects ([`agent`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +17,9 @@ use switchyard_libvirt::validate::validate_network;
 use switchyard_placement::check::{self, Interface, code_name};
 use switchyard_placement::index::{Index, PortUse};
 use switchyard_placement::realisation::pool_on_node;
+
+pub mod agent;
+mod fields;
 
 /// The webhook's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,11 +159,19 @@ fn device_removed(
     matches!((in_pool(old), in_pool(new)), (Some(true), Some(false)))
 }
 
+/// The spec fields of a NetworkPort that may change after it is created: those the agent's
+/// realisation does not read. The node and network say which agent realises the port and
+/// where (a port moved would leave its link and device count behind on the old node); the
+/// MAC is the link's; the portgroup, virtualport, vlan and bandwidth decide the device's
+/// sharing and what `status.actual` says was applied; `trustGuestRxFilters` is reported there
+/// too. As with libvirt's network ports, such a port is deleted and created again instead.
+pub const MUTABLE_PORT_FIELDS: [&str; 1] = ["owner"];
+
 /// Whether a NetworkPort may be created (`old` is `None`) or updated.
 ///
-/// On creation the port must fit on its node now. On update only the node-independent rules
-/// apply again, and only when the spec changed: the agent's own updates (finalizers, labels)
-/// must go through even when the network has since changed or gone.
+/// On creation the port must fit on its node now. An update may change no spec field but
+/// those in [`MUTABLE_PORT_FIELDS`], and is not judged further: the agent's own updates
+/// (finalizers, labels) must go through even when the network has since changed or gone.
 pub fn review_port(index: &Index, port: &NetworkPort, old: Option<&NetworkPort>) -> Decision {
     let name = format!(
         "{}/{}",
@@ -166,8 +179,23 @@ pub fn review_port(index: &Index, port: &NetworkPort, old: Option<&NetworkPort>)
         port.name_any()
     );
     let spec = &port.spec;
-    if old.is_some_and(|old| old.spec == port.spec) {
-        return Decision::Allow;
+    if let Some(old) = old {
+        let changed: Vec<String> =
+            fields::changed("spec", &fields::json(&old.spec), &fields::json(spec))
+                .into_iter()
+                .filter(|field| {
+                    !MUTABLE_PORT_FIELDS
+                        .iter()
+                        .any(|m| field == &format!("spec.{m}"))
+                })
+                .collect();
+        if changed.is_empty() {
+            return Decision::Allow;
+        }
+        return Decision::invalid(format!(
+            "NetworkPort \"{name}\" is invalid: {} cannot change once the port exists, as its node's agent realised the port from its spec; delete the port and create it again with the new value",
+            changed.join(", ")
+        ));
     }
     let Some(network) = index.network(&spec.network) else {
         return Decision::forbidden(format!(
@@ -182,9 +210,6 @@ pub fn review_port(index: &Index, port: &NetworkPort, old: Option<&NetworkPort>)
             spec.network,
             error.reason()
         ));
-    }
-    if old.is_some() {
-        return Decision::Allow;
     }
     let interfaces = [Interface::from_port(port.name_any(), spec)];
     let plan = check::plan(index, &interfaces);

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::agent::AgentAccount;
 use crate::cache::{self, typed_watch};
 use crate::metrics::Metrics;
 use crate::probes::{self, Health, ProbeState};
@@ -27,7 +28,7 @@ use crate::reconcile::{
     self, Context, ReconcileError, migration, network, node_labels, port_labels,
 };
 use crate::tls;
-use crate::webhook::{self, WebhookState};
+use crate::webhook::{self, AgentPods, WebhookState};
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,6 +63,11 @@ pub struct Args {
     /// seconds (a check is answered once, not kept current; see the CRD's documentation).
     #[arg(long, env = "SWITCHYARD_CHECK_TTL", default_value_t = reconcile::migration::DEFAULT_TTL.as_secs())]
     pub check_ttl: u64,
+    /// The node agents' ServiceAccount, `<namespace>/<name>`. Its requests are let through
+    /// only for the agent's own node (the node of the pod its token is bound to). Left out,
+    /// agents are held to RBAC alone, which cannot tell one node's agent from another's.
+    #[arg(long, env = "SWITCHYARD_AGENT_SERVICE_ACCOUNT")]
+    pub agent_service_account: Option<AgentAccount>,
     /// `text` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -153,10 +159,23 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     });
     match (webhook_tls, webhook_listener) {
         (Some(acceptor), Some(listener)) => {
+            let agents = match &args.agent_service_account {
+                Some(account) => {
+                    tracing::info!(%account, "node agents may write only their own node's objects");
+                    Some(Arc::new(AgentPods::new(client.clone(), account.clone())))
+                }
+                None => {
+                    tracing::warn!(
+                        "no --agent-service-account: node agents are not held to their own node"
+                    );
+                    None
+                }
+            };
             let router = webhook::router(WebhookState {
                 caches: caches.clone(),
                 client: client.clone(),
                 metrics: metrics.clone(),
+                agents,
             });
             parts.spawn(
                 "webhook server",

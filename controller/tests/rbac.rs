@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{ControllerProcess, WebhookRegistration, eventually};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use switchyard_crds::{
-    LABEL_NETWORK, LABEL_NODE, MigrationCheck, NODE_LABEL_PREFIX, Network, NetworkPort,
-    NetworkPortSpec, PortPhase, RESOURCE_PREFIX,
+    LABEL_NETWORK, LABEL_NODE, MigrationCheck, NODE_LABEL_PREFIX, Network, NetworkNode,
+    NetworkNodeSpec, NetworkPort, NetworkPortSpec, PortPhase, RESOURCE_PREFIX,
 };
 use switchyard_tests::bins::workspace_binary;
 use switchyard_tests::cluster::{TestEnv, apply_crds, repo_root};
@@ -367,4 +367,293 @@ async fn agent_and_controller_do_their_job_with_only_the_charts_permissions() {
         "the apiserver refused the chart's ServiceAccounts:\n{}",
         refused.join("\n")
     );
+}
+
+/// The agents' ServiceAccount, as the chart names it (and tells the controller).
+const AGENT_ACCOUNT: (&str, &str) = ("switchyard-system", "switchyard-agent");
+
+/// A Pod of the agents' ServiceAccount on `node`, as the DaemonSet would make it. No kubelet
+/// runs it: it stays Pending, which is all a token bound to it needs.
+async fn agent_pod(env: &TestEnv, node: &str) -> Pod {
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("agent-{node}"), "namespace": AGENT_ACCOUNT.0},
+        "spec": {
+            "serviceAccountName": AGENT_ACCOUNT.1,
+            "automountServiceAccountToken": false,
+            "nodeName": node,
+            "containers": [{"name": "agent", "image": "switchyard:never-pulled"}],
+        },
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(env.client.clone(), AGENT_ACCOUNT.0)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("creating the agent's pod")
+}
+
+/// A kubeconfig for the agents' ServiceAccount with a token bound to `pod`, as the kubelet
+/// mounts it into the DaemonSet's pod.
+async fn bound_agent_kubeconfig(plane: &ControlPlane, env: &TestEnv, pod: &Pod) -> PathBuf {
+    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), AGENT_ACCOUNT.0);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(3600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(AGENT_ACCOUNT.1, &PostParams::default(), &request)
+        .await
+        .expect("a token bound to the agent's pod")
+        .status
+        .expect("the TokenRequest's status")
+        .token;
+    plane
+        .write_kubeconfig(&format!("{}.kubeconfig", pod.name_any()), &token)
+        .expect("writing the agent's kubeconfig")
+}
+
+async fn client_of(kubeconfig: &Path) -> kube::Client {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig).expect("reading a kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+        .await
+        .expect("a client configuration");
+    kube::Client::try_from(config).expect("a client")
+}
+
+/// The message of the webhook's refusal of `result`, which must be one.
+fn refusal<T: std::fmt::Debug>(what: &str, result: kube::Result<T>) -> String {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            assert!(
+                status.message.contains("denied the request"),
+                "{what}: refused, but not by the webhook: {}",
+                status.message
+            );
+            status.message
+        }
+        other => panic!("{what}: expected the webhook's refusal, got {other:?}"),
+    }
+}
+
+fn assert_names(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(message.contains(part), "{part:?} is not in: {message}");
+    }
+}
+
+/// Two agents on two nodes, each with a token bound to its own pod, as the chart runs them:
+/// each does its whole job on its node, and the webhook refuses it every other node's
+/// objects (NetworkNode, Node status, port status), any port's spec and any change to its own
+/// Node beyond its extended resources, naming the node and the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_agent_writes_only_its_own_nodes_objects() {
+    let plane = ControlPlane::start().expect("starting a private control plane");
+    apply_crds(&plane.kubeconfig).expect("installing the CRDs");
+    let env = TestEnv::on(&plane.kubeconfig, "nodes").await;
+    let out = env.kubectl(&["apply", "-f", "-"], Some(&chart_rbac()));
+    assert!(
+        out.status.success(),
+        "installing the chart's RBAC: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let controller_kubeconfig =
+        service_account_kubeconfig(&plane, &env, "switchyard-system", "switchyard-controller")
+            .await;
+    let account = format!("{}/{}", AGENT_ACCOUNT.0, AGENT_ACCOUNT.1);
+    let controller = ControllerProcess::start_with(
+        &controller_kubeconfig,
+        true,
+        &[("SWITCHYARD_AGENT_SERVICE_ACCOUNT", &account)],
+    )
+    .await;
+    let _webhook = WebhookRegistration::from_chart(&env, &controller).await;
+
+    let network = create_network(
+        &env,
+        "own",
+        "  forward: {mode: vepa, interfaces: [{dev: eth0}, {dev: eth1}]}\n  maxConnectionsPerDevice: 2\n",
+    )
+    .await;
+    let mut nodes = Vec::new();
+    for label in ["a", "b"] {
+        let mut node = SimulatedNode::new(&env, label, &[]).await;
+        node.sandbox.add_nics("eth", 2).expect("adding NICs");
+        let pod = agent_pod(&env, &node.name).await;
+        let kubeconfig = bound_agent_kubeconfig(&plane, &env, &pod).await;
+        node.start_agent_as(&workspace_binary("switchyard-node-agent"), &kubeconfig);
+        nodes.push((node, client_of(&kubeconfig).await));
+    }
+
+    // Each agent does its whole job: its NetworkNode and Node reported, its port Ready.
+    let networks: Api<Network> = Api::all(env.client.clone());
+    eventually("the network served by both nodes", WAIT, || async {
+        let status = networks.get(&network).await.ok()?.status?;
+        (status.nodes_ready == 2).then_some(())
+    })
+    .await;
+    let node_api: Api<Node> = Api::all(env.client.clone());
+    let ports: Api<NetworkPort> = Api::namespaced(env.client.clone(), &env.namespace);
+    for (i, (node, _)) in nodes.iter().enumerate() {
+        eventually(
+            "the agent's extended resource on its Node",
+            WAIT,
+            || async {
+                let capacity = node_api.get(&node.name).await.ok()?.status?.capacity?;
+                capacity
+                    .contains_key(&format!("{RESOURCE_PREFIX}{network}"))
+                    .then_some(())
+            },
+        )
+        .await;
+        let port = unlabelled_port(&env.namespace, &format!("p-{i}"), &network, &node.name, i);
+        ports
+            .create(&PostParams::default(), &port)
+            .await
+            .expect("creating a port");
+    }
+    eventually("both ports Ready", WAIT, || async {
+        let list = ports.list(&Default::default()).await.ok()?.items;
+        (count_phase(&list, PortPhase::Ready) == 2).then_some(())
+    })
+    .await;
+
+    for (me, other) in [(0, 1), (1, 0)] {
+        let (mine, client) = (&nodes[me].0.name, &nodes[me].1);
+        let theirs = &nodes[other].0.name;
+        let agent =
+            format!("the node agent of node \"{mine}\" (pod switchyard-system/agent-{mine})");
+        let status = PatchParams::default();
+
+        let network_nodes: Api<NetworkNode> = Api::all(client.clone());
+        let patch = json!({"status": {"networksReady": 0}});
+        let message = refusal(
+            "another node's NetworkNode status",
+            network_nodes
+                .patch_status(theirs, &status, &Patch::Merge(&patch))
+                .await,
+        );
+        assert_names(
+            &message,
+            &[
+                &agent,
+                &format!("not NetworkNode \"{theirs}\" (metadata.name must be \"{mine}\")"),
+            ],
+        );
+        let created = NetworkNode::new(&format!("{mine}-x"), NetworkNodeSpec {});
+        let message = refusal(
+            "creating another NetworkNode",
+            network_nodes.create(&PostParams::default(), &created).await,
+        );
+        assert_names(&message, &[&agent, &format!("NetworkNode \"{mine}-x\"")]);
+
+        let port_api: Api<NetworkPort> = Api::namespaced(client.clone(), &env.namespace);
+        let (my_port, their_port) = (format!("p-{me}"), format!("p-{other}"));
+        let failed = json!({"status": {"phase": "Failed"}});
+        let message = refusal(
+            "another node's port status",
+            port_api
+                .patch_status(&their_port, &status, &Patch::Merge(&failed))
+                .await,
+        );
+        assert_names(
+            &message,
+            &[
+                &agent,
+                &format!(
+                    "NetworkPort \"{}/{their_port}\" has spec.node \"{theirs}\"",
+                    env.namespace
+                ),
+            ],
+        );
+        for (port, node) in [(&my_port, mine), (&their_port, theirs)] {
+            let mac = json!({"spec": {"mac": mac(50)}});
+            let message = refusal(
+                "a port's spec",
+                port_api
+                    .patch(port, &PatchParams::default(), &Patch::Merge(&mac))
+                    .await,
+            );
+            let expected = if node == mine {
+                format!(
+                    "spec.mac of NetworkPort \"{}/{port}\" changed",
+                    env.namespace
+                )
+            } else {
+                format!("has spec.node \"{theirs}\"")
+            };
+            assert_names(&message, &[&agent, &expected]);
+        }
+        let node_status: Api<Node> = Api::all(client.clone());
+        let resource =
+            json!({"status": {"capacity": {format!("{RESOURCE_PREFIX}{network}"): "0"}}});
+        let message = refusal(
+            "another Node's status",
+            node_status
+                .patch_status(theirs, &status, &Patch::Merge(&resource))
+                .await,
+        );
+        assert_names(&message, &[&agent, &format!("not Node \"{theirs}\"'s")]);
+        let cpu = json!({"status": {"capacity": {"cpu": "64"}}});
+        let message = refusal(
+            "its own Node's cpu",
+            node_status
+                .patch_status(mine, &status, &Patch::Merge(&cpu))
+                .await,
+        );
+        assert_names(
+            &message,
+            &[
+                &agent,
+                &format!("status.capacity.cpu of Node \"{mine}\" changed"),
+            ],
+        );
+        // A scheduling label of a network the node does not serve.
+        let label =
+            json!({"metadata": {"labels": {format!("{NODE_LABEL_PREFIX}not-{network}"): "true"}}});
+        let message = refusal(
+            "a label through its own Node's status",
+            node_status
+                .patch_status(mine, &status, &Patch::Merge(&label))
+                .await,
+        );
+        assert_names(
+            &message,
+            &[
+                &agent,
+                &format!("metadata.labels of Node \"{mine}\" changed"),
+            ],
+        );
+    }
+
+    // The agents' own writes all went through: each deletes its port, finalizer and all.
+    for (i, _) in nodes.iter().enumerate() {
+        ports
+            .delete(&format!("p-{i}"), &DeleteParams::default())
+            .await
+            .expect("deleting a port");
+    }
+    eventually("the ports gone", WAIT, || async {
+        let list = ports.list(&Default::default()).await.ok()?.items;
+        list.is_empty().then_some(())
+    })
+    .await;
+    for (node, _) in &nodes {
+        let log = node.logs();
+        let refused = refusals(&log);
+        assert!(
+            refused.is_empty(),
+            "the webhook refused agent {} its own writes:\n{}",
+            node.name,
+            refused.join("\n")
+        );
+    }
 }

@@ -195,6 +195,43 @@ async fn kubectl_shows_why_the_webhook_refuses_networks_and_ports() {
     })
     .await;
 
+    // Its spec is fixed now: moving it to another node or network is refused, naming the
+    // field (its agent would leave the link behind); its owner may change.
+    for (field, patch) in [
+        ("spec.node", json!({"spec": {"node": crowded}})),
+        ("spec.network", json!({"spec": {"network": "elsewhere"}})),
+    ] {
+        let out = env.kubectl(
+            &[
+                "patch",
+                "networkport",
+                "good",
+                "-n",
+                &ns,
+                "--type=merge",
+                "-p",
+                &patch.to_string(),
+            ],
+            None,
+        );
+        assert!(
+            !out.status.success(),
+            "changing the port's {field} was accepted"
+        );
+        assert!(
+            stderr(&out).contains(&format!(
+                "NetworkPort \"{ns}/good\" is invalid: {field} cannot change once the port exists, as its node's agent realised the port from its spec; delete the port and create it again with the new value"
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let owner = json!({"spec": {"owner": {"kind": "VirtualMachineInstance", "name": "vm1"}}});
+    ports
+        .patch("good", &PatchParams::default(), &Patch::Merge(&owner))
+        .await
+        .expect("changing the port's owner");
+
     // The agent realises it on eth2 with portgroup gold. Removing either is refused, naming it.
     let actual = json!({"status": {"phase": "Ready", "actual": {
         "type": "direct", "device": "eth2", "mode": "vepa", "linkName": "swytest0", "portgroup": "gold",

@@ -299,12 +299,36 @@ fn port_updates_are_checked_only_when_the_spec_changes() {
         review_port(&index, &relabelled, Some(&old)),
         Decision::Allow
     );
+    // The owner is not realised: it may change.
+    let mut owned = old.clone();
+    owned.spec.owner = Some(switchyard_crds::PortOwner {
+        name: "vm1".into(),
+        ..Default::default()
+    });
+    assert_eq!(review_port(&index, &owned, Some(&old)), Decision::Allow);
+}
+
+#[test]
+fn a_ports_realised_spec_is_immutable_naming_each_changed_field() {
+    let index = index_with(vepa(&["eth1"]));
+    let old = port("p1", "a");
+    let mut moved = old.clone();
+    moved.spec.node = "b".into();
+    moved.spec.network = "other".into();
+    let denial = denied(review_port(&index, &moved, Some(&old)));
+    assert_eq!((denial.code, denial.reason), (422, "Invalid"));
+    assert_eq!(
+        denial.message,
+        "NetworkPort \"vms/p1\" is invalid: spec.network, spec.node cannot change once the port exists, as its node's agent realised the port from its spec; delete the port and create it again with the new value"
+    );
     let mut changed = old.clone();
     changed.spec.portgroup = Some("gold".into());
-    assert!(matches!(
-        review_port(&index, &changed, Some(&old)),
-        Decision::Deny(_)
-    ));
+    changed.spec.mac = "52:54:00:00:00:02".into();
+    let message = denied(review_port(&index, &changed, Some(&old))).message;
+    assert!(
+        message.contains("spec.mac, spec.portgroup cannot change"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -142,6 +142,9 @@ impl Drop for ControllerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- controller log (end) ---\n{}", self.log_tail());
+        }
     }
 }
 
@@ -202,6 +205,44 @@ impl WebhookRegistration {
             "metadata": {"name": name, "labels": {key.clone(): value.clone()}},
             "webhooks": [webhook("networks", "Cluster"), webhook("networkports", "Namespaced")],
         });
+        Self::create(env, name, &config).await
+    }
+
+    /// Registers the chart's own ValidatingWebhookConfiguration (deploy/switchyard.yaml: every
+    /// webhook with its rules and failure policy) pointed at `controller` by URL. It selects
+    /// no objects by label, so only a test with a control plane of its own may use it.
+    pub async fn from_chart(env: &TestEnv, controller: &ControllerProcess) -> Self {
+        let path = switchyard_tests::cluster::repo_root().join("deploy/switchyard.yaml");
+        let text = std::fs::read_to_string(&path).expect("reading deploy/switchyard.yaml");
+        let mut config: serde_json::Value = text
+            .split("\n---")
+            .map(|doc| serde_yaml::from_str::<serde_json::Value>(doc).expect("YAML"))
+            .find(|doc| doc["kind"] == "ValidatingWebhookConfiguration")
+            .expect("deploy/switchyard.yaml has a ValidatingWebhookConfiguration");
+        let ca = std::fs::read(&controller.ca_file).expect("reading the webhook CA");
+        let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca);
+        let webhooks = config["webhooks"].as_array_mut().expect("webhooks");
+        for webhook in webhooks.iter_mut() {
+            let path = webhook["clientConfig"]["service"]["path"]
+                .as_str()
+                .expect("a webhook served at a path")
+                .to_string();
+            webhook["clientConfig"] = json!({
+                "url": format!("https://{}{path}", controller.webhook),
+                "caBundle": ca_bundle,
+            });
+        }
+        config["metadata"] = json!({"name": config["metadata"]["name"].clone()});
+        let name = config["metadata"]["name"]
+            .as_str()
+            .expect("a name")
+            .to_string();
+        Self::create(env, name, &config).await
+    }
+
+    /// Creates the configuration and waits until the apiserver calls it.
+    async fn create(env: &TestEnv, name: String, config: &serde_json::Value) -> Self {
+        let (key, value) = env.test_label();
         let registration = WebhookRegistration {
             name,
             kubeconfig: env.kubeconfig.clone(),
