@@ -271,6 +271,112 @@ async fn an_exclusive_pool_is_never_over_allocated() {
     );
 }
 
+/// libvirt's rule: a private-mode port with an 802.1Qbh profile holds its device alone, while
+/// the same profile in bridge mode shares devices. The report once counted only passthrough as
+/// exclusive, so a private 802.1Qbh pool of two claimed room for hundreds.
+#[tokio::test]
+async fn private_8021qbh_holds_a_device_per_port_and_bridge_mode_shares() {
+    let env = TestEnv::new("agent-qbh").await;
+    let mut node = SimulatedNode::new(&env, "qbh", &[]).await;
+    node.sandbox.add_nics("fex", 4).unwrap();
+    let private = create_network(
+        &env,
+        "qbh-private",
+        "  forward: {mode: private, interfaces: [{dev: fex0}, {dev: fex1}]}\n  virtualport: {type: 802.1Qbh, profileid: fex-profile}\n",
+    )
+    .await;
+    let bridged = create_network(
+        &env,
+        "qbh-bridge",
+        "  forward: {mode: bridge, interfaces: [{dev: fex2}, {dev: fex3}]}\n  virtualport: {type: 802.1Qbh, profileid: fex-profile}\n",
+    )
+    .await;
+    node.start_agent(agent());
+
+    let report = wait_report(&env, &node.name, "both networks ready", |s| {
+        s.networks_ready == 2
+    })
+    .await;
+    let network = |report: &NetworkNodeStatus, name: &str| {
+        report
+            .networks
+            .iter()
+            .find(|n| n.name == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        network(&report, &private).capacity,
+        2,
+        "one port per device"
+    );
+    assert!(
+        network(&report, &bridged).capacity > 2,
+        "bridge mode shares its devices: {:?}",
+        network(&report, &bridged)
+    );
+
+    let api = ports_api(&env);
+    for i in 0..3 {
+        for (net, prefix) in [(&private, "p"), (&bridged, "b")] {
+            let request = port(
+                &env.namespace,
+                &format!("{prefix}{i}"),
+                net,
+                &node.name,
+                &mac(if prefix == "p" { i } else { 10 + i }),
+            );
+            api.create(&PostParams::default(), &request).await.unwrap();
+        }
+    }
+    let ports = wait_ports(
+        &env,
+        "2 private ports ready, 1 waiting; 3 bridge-mode ports ready",
+        Duration::from_secs(60),
+        POLL,
+        |ports| {
+            let ready = |prefix: &str| {
+                ports
+                    .iter()
+                    .filter(|p| p.name_any().starts_with(prefix))
+                    .filter(|p| phase(p) == Some(PortPhase::Ready))
+                    .count()
+            };
+            ports.len() == 6
+                && ready("p") == 2
+                && ready("b") == 3
+                && count_phase(ports, PortPhase::Pending) == 1
+        },
+    )
+    .await;
+    let waiting = ports
+        .iter()
+        .find(|p| phase(p) == Some(PortPhase::Pending))
+        .unwrap();
+    assert!(
+        waiting.name_any().starts_with('p'),
+        "the waiting port is private"
+    );
+    assert_eq!(
+        waiting.status.as_ref().unwrap().conditions[0].reason,
+        "NoFreeDevice"
+    );
+    let private_devices: BTreeSet<String> = ports
+        .iter()
+        .filter(|p| p.name_any().starts_with('p'))
+        .filter_map(|p| p.status.as_ref()?.actual.as_ref()?.device.clone())
+        .collect();
+    assert_eq!(private_devices.len(), 2, "two private ports on two devices");
+
+    let report = wait_report(&env, &node.name, "5 ports reported", |s| s.ports == 5).await;
+    let private_state = network(&report, &private);
+    assert_eq!((private_state.capacity, private_state.free), (2, 0));
+    assert!(private_state.devices.iter().all(|d| d.exclusive));
+    let bridged_state = network(&report, &bridged);
+    assert!(bridged_state.devices.iter().all(|d| !d.exclusive));
+    assert_eq!(bridged_state.used, 3);
+}
+
 /// Every link in the node's namespace but loopback and the named ones (its stand-in NICs,
 /// links someone else made): judged by the test, not by the agent's ownership marks, so each
 /// must be a live port's.
