@@ -9,6 +9,7 @@ pub mod deleter;
 mod finalizer;
 pub mod liveness;
 pub mod metrics;
+mod port_bandwidth;
 pub mod port_status;
 mod ports;
 mod recovery;
@@ -130,12 +131,14 @@ impl ReconcileError {
     }
 }
 
-/// A port the agent realised: the link it made (for deletion without a kernel lookup) and the
-/// pool device or bridge the kernel shows it on (to correct a status that says otherwise).
+/// A port the agent realised: the link it made (for deletion without a kernel lookup), the
+/// pool device or bridge the kernel shows it on (to correct a status that says otherwise) and
+/// the bandwidth on the link (`None` until applied or adopted in this process).
 #[derive(Debug, Clone)]
 struct Realised {
     link: LinkRef,
     device: Option<String>,
+    bandwidth: Option<port_bandwidth::AppliedBandwidth>,
 }
 
 /// A decision recovery made about a port that must stand until the port's spec changes (a lost
@@ -158,6 +161,9 @@ struct State {
     /// Recovery's failures by port UID, written to the port by its reconciles (and retried
     /// like any write) until its spec changes.
     held: HashMap<String, HeldFailure>,
+    /// Ports failed because their bandwidth cannot be applied, by UID: not tried again while
+    /// the same generation asks for the same bandwidth.
+    bandwidth_refused: HashMap<String, port_bandwidth::Refusal>,
 }
 
 /// Shared by the reconciler, the reporter and the HTTP endpoints.

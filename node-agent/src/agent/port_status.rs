@@ -2,8 +2,12 @@
 
 use switchyard_crds::{Condition, ConditionStatus, NetworkPortStatus, PortActual, PortPhase};
 
-/// The one condition type the agent sets on ports.
+use crate::bandwidth::MissingTcFeature;
+
+/// The condition type every port status carries.
 pub const READY: &str = "Ready";
+/// The condition of a realised port whose bandwidth lacks an optional kernel part.
+pub const BANDWIDTH_DEGRADED: &str = "BandwidthDegraded";
 
 /// The status of a realised port.
 pub fn ready(
@@ -30,6 +34,39 @@ pub fn ready(
         )],
         actual: Some(actual),
     }
+}
+
+/// Adds the `BandwidthDegraded` condition to a realised port's status when the kernel lacks
+/// parts of libvirt's shaping that the limit holds without (`missing`), naming each.
+pub fn with_missing_tc_features(
+    mut status: NetworkPortStatus,
+    previous: Option<&NetworkPortStatus>,
+    missing: &[MissingTcFeature],
+    now: &str,
+) -> NetworkPortStatus {
+    if missing.is_empty() {
+        return status;
+    }
+    let message = missing
+        .iter()
+        .map(|f| format!("{} (kernel lacks {})", f.consequence(), f.kernel_option()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let since = previous
+        .into_iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.kind == BANDWIDTH_DEGRADED && c.message == message)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.to_string());
+    status.conditions.push(Condition {
+        kind: BANDWIDTH_DEGRADED.into(),
+        status: ConditionStatus::True,
+        reason: "TcFeatureMissing".into(),
+        message,
+        last_transition_time: Some(since),
+        observed_generation: status.observed_generation,
+    });
+    status
 }
 
 /// The status of a port that is not realised: `Pending` when it may still be (waiting for a
@@ -133,6 +170,43 @@ mod tests {
         );
         assert!(differs(Some(&again), &failed));
         assert!(failed.actual.is_none());
+    }
+
+    #[test]
+    fn a_degraded_bandwidth_says_which_module_is_missing_and_keeps_its_time() {
+        let ready = ready(None, Some(1), actual(), "t0");
+        assert_eq!(
+            with_missing_tc_features(ready.clone(), None, &[], "t0"),
+            ready
+        );
+        let degraded = with_missing_tc_features(
+            ready.clone(),
+            None,
+            &[MissingTcFeature::Sfq, MissingTcFeature::Fw],
+            "t0",
+        );
+        let condition = &degraded.conditions[1];
+        assert_eq!(condition.kind, BANDWIDTH_DEGRADED);
+        assert!(
+            condition
+                .message
+                .starts_with("sfq unavailable: average/peak/burst applied without fair queueing"),
+            "{}",
+            condition.message
+        );
+        assert!(condition.message.contains("CONFIG_NET_SCH_SFQ"));
+        assert!(condition.message.contains("CONFIG_NET_CLS_FW"));
+        let again = with_missing_tc_features(
+            ready,
+            Some(&degraded),
+            &[MissingTcFeature::Sfq, MissingTcFeature::Fw],
+            "t1",
+        );
+        assert!(!differs(Some(&degraded), &again));
+        assert_eq!(
+            again.conditions[1].last_transition_time.as_deref(),
+            Some("t0")
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ use switchyard_placement::realisation::{RealisationKind, realise};
 use switchyard_retry::Retry;
 use tracing::{debug, info, warn};
 
-use super::{Context, HeldFailure, Realised, ReconcileError, finalizer, now, port_status};
+use super::{
+    Context, HeldFailure, Realised, ReconcileError, finalizer, now, port_bandwidth, port_status,
+};
+use crate::bandwidth::HostView;
 use crate::netlink::{BridgePortRequest, MacvtapRequest, NetlinkError, RealisedLink};
 use crate::vlan;
 
@@ -140,6 +143,13 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
             return Ok(Action::await_change());
         }
     };
+    let refusal = port_bandwidth::Refusal {
+        generation: port.meta().generation,
+        requested: effective.bandwidth.clone(),
+    };
+    if ctx.state().bandwidth_refused.get(&uid) == Some(&refusal) {
+        return Ok(Action::await_change());
+    }
     let port_key = PortKey::of(port);
     let created = match &realisation.kind {
         RealisationKind::Unsupported { reason, message } => {
@@ -229,16 +239,56 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
     match created {
         Ok((link, mut actual)) => {
             fill_from_link(&mut actual, &link);
+            let view = match actual.kind {
+                ActualType::Direct => HostView::Shared,
+                ActualType::Bridge => HostView::Swapped,
+            };
+            let applied_before = ctx
+                .state()
+                .realised
+                .get(&uid)
+                .filter(|r| r.link == link.link)
+                .and_then(|r| r.bandwidth.clone());
+            let known = match (&applied_before, link.already_existed) {
+                (Some(applied), _) => port_bandwidth::Known::Applied(applied),
+                (None, false) => port_bandwidth::Known::Fresh,
+                (None, true) => port_bandwidth::Known::Unknown,
+            };
+            let applied = match port_bandwidth::ensure(
+                &ctx.links,
+                &link.link,
+                view,
+                effective.bandwidth.as_ref(),
+                known,
+            )
+            .await?
+            {
+                port_bandwidth::Outcome::Applied(applied) => applied,
+                port_bandwidth::Outcome::Refused { reason, message } => {
+                    ctx.state().bandwidth_refused.insert(uid.clone(), refusal);
+                    return refuse_bandwidth(port, ctx, &uid, link.link, reason, &message).await;
+                }
+            };
+            actual.bandwidth = applied.reported();
+            ctx.state().bandwidth_refused.remove(&uid);
+            let missing = applied.missing.clone();
             ctx.state().realised.insert(
                 uid.clone(),
                 Realised {
                     link: link.link.clone(),
                     device: actual.device.clone(),
+                    bandwidth: Some(applied),
                 },
             );
             ctx.report.notify_one();
             let status =
                 port_status::ready(port.status.as_ref(), port.meta().generation, actual, &now());
+            let status = port_status::with_missing_tc_features(
+                status,
+                port.status.as_ref(),
+                &missing,
+                &now(),
+            );
             write_status(port, ctx, &status).await?;
             info!(port = %port_key, link = %link.link, existed = link.already_existed, "port realised");
             Ok(Action::await_change())
@@ -248,6 +298,28 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
             link_failure(port, ctx, error).await
         }
     }
+}
+
+/// A link whose bandwidth cannot be enforced is removed again, as libvirt does not start an
+/// interface whose shaping fails; the port waits, failed, for its spec or network to change.
+async fn refuse_bandwidth(
+    port: &NetworkPort,
+    ctx: &Context,
+    uid: &str,
+    link: crate::ownership::LinkRef,
+    reason: &str,
+    message: &str,
+) -> Result<Action, ReconcileError> {
+    warn!(port = %PortKey::of(port), %link, reason, message, "bandwidth cannot be applied; removing the link");
+    ctx.deleter
+        .delete(link)
+        .await
+        .map_err(ReconcileError::Delete)?;
+    ctx.state().realised.remove(uid);
+    ctx.state().ledger.release(uid);
+    ctx.report.notify_one();
+    write_failure(port, ctx, PortPhase::Failed, reason, message).await?;
+    Ok(Action::await_change())
 }
 
 /// Recovery's failure of the port while its spec is the one it was decided on; a changed spec
@@ -270,13 +342,30 @@ fn already_realised(port: &NetworkPort, ctx: &Context, uid: &str) -> bool {
         return false;
     };
     let status = port.status.as_ref();
-    status.and_then(|s| s.phase) == Some(PortPhase::Ready)
+    bandwidth_settled(port, ctx, realised)
+        && status.and_then(|s| s.phase) == Some(PortPhase::Ready)
         && status.and_then(|s| s.actual.as_ref()).is_some_and(|a| {
             a.link_name == realised.link.name
                 && a.ifindex == Some(realised.link.ifindex)
                 && (realised.device.is_none() || a.device == realised.device)
         })
         && status.and_then(|s| s.observed_generation) == port.meta().generation
+}
+
+/// Whether the link carries the bandwidth the port's spec, portgroup and network now ask for
+/// (a network or portgroup change re-plans it without a new generation). A port whose network
+/// or merge is gone keeps what it has: its failure is reported by the full reconcile only when
+/// its own spec changes.
+fn bandwidth_settled(port: &NetworkPort, ctx: &Context, realised: &Realised) -> bool {
+    let Some(applied) = &realised.bandwidth else {
+        return false;
+    };
+    let wanted = ctx.network(&port.spec.network).and_then(|network| {
+        effective_port(&network.spec, &PortRequest::from_port(&port.spec))
+            .ok()
+            .map(|effective| effective.bandwidth)
+    });
+    wanted.is_none_or(|wanted| wanted == applied.requested)
 }
 
 /// Whether recovery found the port unrealisable (its link lost with its device, or its device
@@ -413,6 +502,7 @@ async fn finish_cleanup(
         ctx.state().realised.remove(uid);
     }
     ctx.state().held.remove(uid);
+    ctx.state().bandwidth_refused.remove(uid);
     {
         let _slot = ctx.api_slots.acquire().await;
         finalizer::remove(api, port).await?;

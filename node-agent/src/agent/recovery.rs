@@ -87,6 +87,8 @@ pub(super) async fn recover(
                         Realised {
                             link: link.clone(),
                             device: device.clone(),
+                            // Compared with the kernel on the port's first reconcile.
+                            bandwidth: None,
                         },
                     );
                 }
@@ -100,6 +102,7 @@ pub(super) async fn recover(
                         Realised {
                             link: link.clone(),
                             device: Some(device.clone()),
+                            bandwidth: None,
                         },
                     );
                 }

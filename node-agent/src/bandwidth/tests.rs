@@ -10,7 +10,7 @@ fn limit(average: u64, peak: Option<u64>, burst: Option<u64>) -> BandwidthLimit 
 }
 
 fn commands(bandwidth: &Bandwidth) -> Vec<String> {
-    plan_port(Some(bandwidth))
+    plan_port(Some(bandwidth), HostView::Swapped)
         .unwrap()
         .map(|shaping| shaping.libvirt_tc_commands("eth0"))
         .unwrap_or_default()
@@ -20,8 +20,11 @@ fn commands(bandwidth: &Bandwidth) -> Vec<String> {
 /// swapped as for a tap), without the `tc` binary's path.
 #[test]
 fn no_bandwidth_and_an_empty_one_install_nothing() {
-    assert_eq!(plan_port(None), Ok(None));
-    assert_eq!(plan_port(Some(&Bandwidth::default())), Ok(None));
+    assert_eq!(plan_port(None, HostView::Swapped), Ok(None));
+    assert_eq!(
+        plan_port(Some(&Bandwidth::default()), HostView::Shared),
+        Ok(None)
+    );
 }
 
 #[test]
@@ -107,10 +110,13 @@ fn the_largest_average_caps_the_police_burst_at_what_tc_can_hold() {
 
 #[test]
 fn the_plan_holds_the_bytes_tc_reads_from_libvirts_units() {
-    let shaping = plan_port(Some(&Bandwidth {
-        inbound: Some(limit(1, Some(2), Some(4))),
-        outbound: Some(limit(5, None, Some(7))),
-    }))
+    let shaping = plan_port(
+        Some(&Bandwidth {
+            inbound: Some(limit(1, Some(2), Some(4))),
+            outbound: Some(limit(5, None, Some(7))),
+        }),
+        HostView::Swapped,
+    )
     .unwrap()
     .unwrap();
     assert_eq!(
@@ -126,7 +132,54 @@ fn the_plan_holds_the_bytes_tc_reads_from_libvirts_units() {
                 rate: 5000,
                 burst: 7168,
             }),
+            view: HostView::Swapped,
         }
+    );
+}
+
+/// libvirt's `direct` interfaces share the guest's view (`virDomainNetTypeSharesHostView`): a
+/// macvtap transmits what the guest sends, so the outbound limit is its HTB class and the
+/// inbound one its ingress police; errors name the field the limit came from.
+#[test]
+fn a_macvtap_shapes_the_outbound_limit_and_polices_the_inbound_one() {
+    let bandwidth = Bandwidth {
+        inbound: Some(limit(5, None, Some(7))),
+        outbound: Some(limit(1, Some(2), Some(4))),
+    };
+    let shaping = plan_port(Some(&bandwidth), HostView::Shared)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (shaping.egress, shaping.ingress),
+        (
+            Some(HtbClass {
+                rate: 1000,
+                ceil: Some(2000),
+                burst: Some(4096),
+                quantum: 1,
+            }),
+            Some(Police {
+                rate: 5000,
+                burst: 7168,
+            })
+        )
+    );
+    let outbound_only = Bandwidth {
+        inbound: None,
+        outbound: Some(limit(1250, None, None)),
+    };
+    let shaping = plan_port(Some(&outbound_only), HostView::Shared)
+        .unwrap()
+        .unwrap();
+    assert!(shaping.ingress.is_none() && shaping.egress.is_some());
+    let huge_burst = Bandwidth {
+        inbound: None,
+        outbound: Some(limit(10, None, Some(u64::from(u32::MAX)))),
+    };
+    let err = plan_port(Some(&huge_burst), HostView::Shared).unwrap_err();
+    assert!(
+        err.to_string().starts_with("bandwidth.outbound.burst: "),
+        "{err}"
     );
 }
 
@@ -139,7 +192,7 @@ fn a_floor_only_inbound_puts_nothing_on_the_port() {
         }),
         outbound: None,
     };
-    assert_eq!(plan_port(Some(&bandwidth)), Ok(None));
+    assert_eq!(plan_port(Some(&bandwidth), HostView::Swapped), Ok(None));
 }
 
 #[test]
@@ -151,7 +204,7 @@ fn limits_the_kernel_cannot_take_are_refused_naming_the_field() {
             ..Default::default()
         }),
     };
-    let err = plan_port(Some(&outbound_without_average)).unwrap_err();
+    let err = plan_port(Some(&outbound_without_average), HostView::Swapped).unwrap_err();
     assert!(
         err.to_string().starts_with("bandwidth.outbound.average: "),
         "{err}"
@@ -161,7 +214,7 @@ fn limits_the_kernel_cannot_take_are_refused_naming_the_field() {
         inbound: Some(limit(10, None, Some(u64::from(u32::MAX)))),
         outbound: None,
     };
-    let err = plan_port(Some(&huge_burst)).unwrap_err();
+    let err = plan_port(Some(&huge_burst), HostView::Swapped).unwrap_err();
     assert!(
         err.to_string().starts_with("bandwidth.inbound.burst: "),
         "{err}"
@@ -171,7 +224,7 @@ fn limits_the_kernel_cannot_take_are_refused_naming_the_field() {
         inbound: None,
         outbound: Some(limit(u64::MAX, None, None)),
     };
-    let err = plan_port(Some(&huge_rate)).unwrap_err();
+    let err = plan_port(Some(&huge_rate), HostView::Swapped).unwrap_err();
     assert!(
         err.to_string().starts_with("bandwidth.outbound.average: "),
         "{err}"
