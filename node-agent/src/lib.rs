@@ -7,6 +7,7 @@
 //! - how a network is realised on the node, which device a port gets and what the node
 //!   reports are `switchyard_placement`'s, shared with the controller;
 //! - [`cni`]: the CNI server: pod interfaces for `switchyard-cni`, with crash-safe records;
+//! - [`device_plugin`]: the kubelet device plugin that hands pods their `/dev/tapN`;
 //! - [`virtual_network`]: isolated, nat, route and open networks: bridge, nftables, dnsmasq;
 //! - [`agent`]: the process: watches, reconciles ports, recovers at start-up, reports;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
@@ -14,6 +15,7 @@
 pub mod agent;
 pub mod bandwidth;
 pub mod cni;
+pub mod device_plugin;
 pub mod http;
 pub mod netlink;
 pub mod ownership;

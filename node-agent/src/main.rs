@@ -10,6 +10,7 @@ use switchyard_libvirt::firewall::{SWITCHYARD_TABLE, check_table_name};
 use switchyard_node_agent::agent::liveness::DEFAULT_LIVENESS_LIMIT;
 use switchyard_node_agent::agent::{Agent, AgentConfig};
 use switchyard_node_agent::cni::CniConfig;
+use switchyard_node_agent::device_plugin::DevicePluginConfig;
 use switchyard_node_agent::netlink::NetnsTarget;
 use switchyard_node_agent::ownership::LinkGroups;
 use switchyard_node_agent::virtual_network::{DEFAULT_STATE_DIR, VirtualNetworkConfig};
@@ -60,6 +61,27 @@ struct Args {
     /// lease files.
     #[arg(long, env = "SWITCHYARD_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// Serve the kubelet device plugin from this directory (the kubelet's, normally
+    /// /var/lib/kubelet/device-plugins): one resource switchyard.dev/<network> per network,
+    /// owned by the kubelet from then on. Left out, the agent patches the Node's capacity
+    /// itself (nodes without a kubelet).
+    #[arg(long, env = "SWITCHYARD_DEVICE_PLUGIN_DIR")]
+    device_plugin_dir: Option<PathBuf>,
+    /// The kubelet's pod resources socket: which slots a pod got, when the CNI call does not
+    /// say (no Multus).
+    #[arg(
+        long,
+        env = "SWITCHYARD_POD_RESOURCES_SOCKET",
+        default_value = switchyard_kubelet_api::podresources::SOCKET
+    )]
+    pod_resources_socket: PathBuf,
+    /// Where the device plugin keeps which network has which block of ifindexes.
+    #[arg(
+        long,
+        env = "SWITCHYARD_DEVICE_PLUGIN_BLOCKS",
+        default_value = "/run/switchyard/device-plugin/blocks.json"
+    )]
+    device_plugin_blocks: PathBuf,
     /// The nftables table (ip and ip6) of those networks' rules; never libvirt's own.
     #[arg(long, env = "SWITCHYARD_NFT_TABLE", default_value = SWITCHYARD_TABLE)]
     nft_table: String,
@@ -129,6 +151,14 @@ async fn main() -> anyhow::Result<()> {
             .ok()
             .filter(|limit| !limit.is_zero())
             .context("--liveness-timeout must be a positive number of seconds")?,
+        device_plugin: args
+            .device_plugin_dir
+            .clone()
+            .map(|dir| DevicePluginConfig {
+                dir,
+                pod_resources: args.pod_resources_socket.clone(),
+                blocks_file: args.device_plugin_blocks.clone(),
+            }),
     };
     info!(node = %args.node_name, netns = ?config.netns, "starting");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();

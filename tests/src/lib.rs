@@ -16,3 +16,4 @@ pub mod nodes;
 pub mod pki;
 pub mod procs;
 pub mod real_node;
+pub mod tap_probe;

@@ -15,6 +15,7 @@
 
 pub mod cgroups;
 pub mod config;
+mod import;
 pub mod relay;
 
 use std::fs;

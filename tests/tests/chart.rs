@@ -69,7 +69,8 @@ fn chart_renders_every_component() {
         assert!(rendered.contains(kind), "rendered chart lacks {kind}");
     }
     assert!(rendered.contains("hostNetwork: true"));
-    assert!(rendered.contains("add: [NET_ADMIN]"));
+    // SYS_ADMIN: the CNI server enters pod network namespaces and mounts their sysfs.
+    assert!(rendered.contains("add: [NET_ADMIN, SYS_ADMIN]"));
 }
 
 #[test]
@@ -213,8 +214,7 @@ async fn chart_installs_and_grants_least_privilege() {
         );
     }
     for (verb, resource) in [
-        ("create", "networkports.switchyard.dev"),
-        ("delete", "networkports.switchyard.dev"),
+        // Creating and deleting networkports is the CNI server's (pod interfaces' ports).
         ("update", "networks.switchyard.dev"),
         ("patch", "networks.switchyard.dev/status"),
         ("patch", "migrationchecks.switchyard.dev/status"),

@@ -190,25 +190,32 @@ fn helm(env: &TestEnv, args: &[&str]) -> std::process::Output {
 /// Installs charts/switchyard with the locally built image and waits until its Deployment
 /// and DaemonSet are available.
 fn install_chart(env: &TestEnv, node: &RealCluster) {
+    install_chart_with(env, node, &[]);
+}
+
+/// [`install_chart`] with more `--set` values.
+fn install_chart_with(env: &TestEnv, node: &RealCluster, values: &[String]) {
     let chart = repo_root().join("charts/switchyard");
-    let out = helm(
-        env,
-        &[
-            "install",
-            RELEASE,
-            &chart.display().to_string(),
-            "--set",
-            &format!("image.repository={SWITCHYARD_IMAGE_REPOSITORY}"),
-            "--set",
-            &format!("image.tag={SWITCHYARD_IMAGE_TAG}"),
-            "--set",
-            "image.pullPolicy=Never",
-            "--set",
-            "logFormat=text",
-            "--wait",
-            "--timeout=180s",
-        ],
-    );
+    let mut args: Vec<String> = vec![
+        "install".into(),
+        RELEASE.into(),
+        chart.display().to_string(),
+        "--set".into(),
+        format!("image.repository={SWITCHYARD_IMAGE_REPOSITORY}"),
+        "--set".into(),
+        format!("image.tag={SWITCHYARD_IMAGE_TAG}"),
+        "--set".into(),
+        "image.pullPolicy=Never".into(),
+        "--set".into(),
+        "logFormat=text".into(),
+        "--wait".into(),
+        "--timeout=180s".into(),
+    ];
+    for value in values {
+        args.extend(["--set".to_string(), value.clone()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = helm(env, &args);
     assert!(
         out.status.success(),
         "helm install: {}\n{}\n{}",
@@ -565,7 +572,9 @@ async fn the_scheduler_places_a_vm_pod_only_where_the_network_has_room() {
     let env = TestEnv::on(&cluster.control_plane.kubeconfig, "real-node-sched").await;
     let node = cluster.node.name().to_string();
     select_node(&env, &node);
-    install_chart(&env, &cluster);
+    // The agent's own Node capacity patch (the device plugin's resources are the kubelet's;
+    // see the tap device test below).
+    install_chart_with(&env, &cluster, &["agent.devicePlugin.enabled=false".into()]);
     wait_default_service_account(&env, Duration::from_secs(60)).await;
 
     // Before the network exists no node offers it.
@@ -767,6 +776,313 @@ async fn a_deleted_agent_pod_comes_back_and_keeps_the_ports_exact() {
             }
         },
     )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// A VM pod on the real node: its macvtap through kubelet → containerd → switchyard-cni, its
+// /dev/tapN from the agent's device plugin.
+
+use switchyard_tests::tap_probe::{TAP_PROBE_IMAGE, TapReport, tap_probe_image};
+
+/// The kubelet's device manager checkpoint: the devices each plugin registered and which pod
+/// got which.
+const KUBELET_CHECKPOINT: &str = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+
+fn probe_pod(env: &TestEnv, name: &str, resource: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: vm
+    image: {TAP_PROBE_IMAGE}
+    imagePullPolicy: Never
+    resources:
+      limits: {{\"{resource}\": 1}}
+",
+        ns = env.namespace
+    )
+}
+
+/// The probe's report, from the pod's log.
+async fn probe_report(env: &TestEnv, pod: &str) -> TapReport {
+    let mut report = None;
+    wait_until(
+        &format!("the probe's report in {pod}'s log"),
+        Duration::from_secs(30),
+        || {
+            let out = env.kubectl(&["-n", &env.namespace, "logs", pod], None);
+            let parsed = serde_json::from_slice::<TapReport>(&out.stdout);
+            let result = match parsed {
+                Ok(parsed) => {
+                    report = Some(parsed);
+                    Ok(())
+                }
+                Err(why) => Err(format!("{why}: {}", text(&out))),
+            };
+            async move { result }
+        },
+    )
+    .await;
+    report.expect("waited for")
+}
+
+/// Waits until the VM pod runs on the node; on timeout shows why (its events, the agent's CNI
+/// lines, containerd's lines about the sandbox).
+async fn wait_vm_running(env: &TestEnv, cluster: &RealCluster, pod: &str) {
+    let start = Instant::now();
+    loop {
+        let (on, _, ready) = placement(env, pod);
+        if on == cluster.node.name() && ready == "True" {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let describe = env.kubectl(&["-n", &env.namespace, "describe", "pod", pod], None);
+            let agent = env.kubectl(
+                &["-n", &env.namespace, "logs", &format!("ds/{AGENT_SA}")],
+                None,
+            );
+            let agent: Vec<String> = text(&agent)
+                .lines()
+                .filter(|l| l.contains("CNI") || l.contains("device"))
+                .map(String::from)
+                .collect();
+            let containerd = std::fs::read_to_string(cluster.node.dir().join("containerd.log"))
+                .unwrap_or_default();
+            let containerd: Vec<&str> = containerd
+                .lines()
+                .filter(|l| l.contains("level=error") || l.contains("switchyard-cni"))
+                .collect();
+            panic!(
+                "pod {pod} did not run on {}:\n{}\nagent:\n{}\ncontainerd:\n{}",
+                cluster.node.name(),
+                text(&describe),
+                agent.join("\n"),
+                containerd[containerd.len().saturating_sub(20)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The pod's NetworkPort once Ready, with the ifindex and tap device the ADD gave it.
+async fn pod_port(env: &TestEnv, pod: &str) -> NetworkPort {
+    let ports = wait_ports(
+        env,
+        &format!("{pod}'s port to be Ready"),
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        |ports| {
+            ports.iter().any(|p| {
+                p.spec.owner.as_ref().is_some_and(|o| o.name == pod)
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.actual.as_ref())
+                        .is_some_and(|a| a.tap_device.is_some())
+            })
+        },
+    )
+    .await;
+    ports
+        .into_iter()
+        .find(|p| p.spec.owner.as_ref().is_some_and(|o| o.name == pod))
+        .expect("waited for")
+}
+
+/// What the container saw matches the pod's port: one tap device, `/dev/tap<ifindex>` of the
+/// port's link `eth1`, opened read-write, with the port's MAC and the major:minor the pod
+/// namespace's sysfs gives (the agent's `tapDevice` too).
+fn assert_probe_matches(report: &TapReport, port: &NetworkPort) -> u32 {
+    let actual = port
+        .status
+        .as_ref()
+        .and_then(|s| s.actual.clone())
+        .expect("a Ready port has its actual state");
+    let ifindex = actual.ifindex.expect("the port's ifindex");
+    assert_eq!(report.taps.len(), 1, "{report:?}");
+    let tap = &report.taps[0];
+    assert_eq!(tap.path, format!("/dev/tap{ifindex}"), "{report:?}");
+    assert_eq!(tap.open, "ok", "{report:?}");
+    assert_eq!(tap.link.as_deref(), Some("eth1"), "{report:?}");
+    assert_eq!(
+        tap.mac.as_deref(),
+        Some(port.spec.mac.as_str()),
+        "{report:?}"
+    );
+    assert!(tap.device.is_some(), "{report:?}");
+    assert_eq!(tap.device, tap.sysfs_device, "{report:?}");
+    assert_eq!(tap.device, actual.tap_device, "{report:?} vs {actual:?}");
+    ifindex
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_pod_gets_its_macvtap_from_switchyard_cni_and_its_tap_device_from_the_device_plugin() {
+    let (cluster, _permit) = start_cluster(RealNodeOptions::default()).await;
+    let env = TestEnv::on(&cluster.control_plane.kubeconfig, "real-node-tap").await;
+    let node = cluster.node.name().to_string();
+    select_node(&env, &node);
+    // containerd keeps pod namespaces under its state directory on this node.
+    let netns_dir = cluster.node.netns_dir();
+    install_chart_with(
+        &env,
+        &cluster,
+        // The webhook (since "each node agent writes only its own node's objects") refuses
+        // an agent's creation of a port, the pod interfaces' ports included; until it admits
+        // those, this test runs without it.
+        &[
+            format!("cni.netnsDir={}", netns_dir.display()),
+            "webhook.enabled=false".into(),
+        ],
+    );
+    wait_default_service_account(&env, Duration::from_secs(60)).await;
+    let probe = tap_probe_image(&switchyard_tests::bins::workspace_binary("tap-probe"))
+        .expect("describing the probe image");
+    cluster
+        .node
+        .import_image(&probe)
+        .expect("importing the probe image");
+
+    // A direct network with one slot on the node: one macvtap on eth1.
+    let net = create_network(
+        &env,
+        "tap",
+        "  forward: {mode: bridge, interfaces: [{dev: eth1}]}\n  maxConnectionsPerDevice: 1\n",
+    )
+    .await;
+    let resource = format!("switchyard.dev/{net}");
+    wait_network_served(&env, &node, &net).await;
+    // The kubelet advertises it from the device plugin's ListAndWatch (the agent patches no
+    // capacity while it serves a device plugin): one registered device.
+    let start = Instant::now();
+    while node_capacity(&env, &node, &resource) != "1" {
+        if start.elapsed() > Duration::from_secs(60) {
+            let out = env.kubectl(
+                &["-n", &env.namespace, "logs", &format!("ds/{AGENT_SA}")],
+                None,
+            );
+            let agent: Vec<String> = text(&out)
+                .lines()
+                .filter(|l| l.contains("device") || l.contains("kubelet"))
+                .map(String::from)
+                .collect();
+            let kubelet =
+                std::fs::read_to_string(cluster.node.dir().join("kubelet.log")).unwrap_or_default();
+            let kubelet: Vec<&str> = kubelet
+                .lines()
+                .filter(|l| l.contains("evice") || l.contains("switchyard.dev"))
+                .collect();
+            panic!(
+                "the kubelet did not advertise the device plugin's slot: capacity {:?}, \
+                 allocatable {:?}\nagent: {}\nkubelet: {}",
+                jsonpath(
+                    &env,
+                    &format!("node/{node}"),
+                    &format!("{{.status.capacity.{}}}", resource.replace('.', "\\."))
+                ),
+                node_capacity(&env, &node, &resource),
+                agent.join("\n"),
+                kubelet.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let checkpoint = cluster
+        .node
+        .node_file(KUBELET_CHECKPOINT)
+        .expect("the kubelet's checkpoint");
+    assert!(
+        checkpoint.contains(&format!("\"{resource}\"")),
+        "the kubelet registered no {resource}: {checkpoint}"
+    );
+
+    // Every pod's eth1 now comes from switchyard-cni, beside eth0 from the node's bridge
+    // (containerd needs an address on eth0, which an L2-only plugin does not give). The
+    // chart's own pods are hostNetwork: no CNI call reaches them.
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "switchyard-vm",
+        "plugins": [{"type": "switchyard-cni", "network": net}],
+    });
+    // The chart installs switchyard-cni from its image into the CNI bin directory; an image
+    // without it gets this build's.
+    cluster
+        .node
+        .ensure_cni_plugin(
+            "switchyard-cni",
+            &switchyard_tests::bins::workspace_binary("switchyard-cni"),
+        )
+        .expect("installing switchyard-cni on the node");
+    cluster
+        .node
+        .add_cni_config("20-switchyard-vm.conflist", &conflist.to_string())
+        .expect("writing the node's CNI configuration");
+
+    // The VM pod: Allocate gave it the slot, the ADD created eth1 with the slot's ifindex,
+    // and its container sees /dev/tapN.
+    let out = env.kubectl(
+        &["apply", "-f", "-"],
+        Some(&probe_pod(&env, "vm-1", &resource)),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    wait_vm_running(&env, &cluster, "vm-1").await;
+    let port = pod_port(&env, "vm-1").await;
+    let report = probe_report(&env, "vm-1").await;
+    let slot = assert_probe_matches(&report, &port);
+    let checkpoint = cluster
+        .node
+        .node_file(KUBELET_CHECKPOINT)
+        .expect("the kubelet's checkpoint");
+    assert!(
+        checkpoint.contains(&format!("\"{slot}\"")),
+        "the kubelet did not allocate device {slot} (the pod's ifindex): {checkpoint}"
+    );
+
+    // The one slot is taken: a second VM pod waits.
+    let out = env.kubectl(
+        &["apply", "-f", "-"],
+        Some(&probe_pod(&env, "vm-2", &resource)),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    wait_unschedulable(&env, "vm-2", &resource).await;
+
+    // Deleting the pod removes its link and port and frees the slot: the second pod runs on
+    // it, with the same /dev/tapN now naming its own link.
+    let out = env.kubectl(
+        &["-n", &env.namespace, "delete", "pod", "vm-1", "--wait=true"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    wait_vm_running(&env, &cluster, "vm-2").await;
+    let second = pod_port(&env, "vm-2").await;
+    let report = probe_report(&env, "vm-2").await;
+    assert_eq!(assert_probe_matches(&report, &second), slot);
+    assert_ne!(second.spec.mac, port.spec.mac, "a port of its own");
+    let ports = ports_api(&env);
+    let left = ports
+        .list(&ListParams::default())
+        .await
+        .expect("listing ports");
+    assert_eq!(left.items.len(), 1, "vm-1's port is gone: {:?}", left.items);
+
+    let out = env.kubectl(
+        &["-n", &env.namespace, "delete", "pod", "vm-2", "--wait=true"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("the pods' ports to go", Duration::from_secs(60), || async {
+        let left = ports
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        if left.items.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} ports", left.items.len()))
+        }
+    })
     .await;
 }
 

@@ -50,6 +50,12 @@ impl Context {
         result
     }
 
+    /// The device plugin's slots and the kubelet's pod resources socket, when the agent
+    /// serves a device plugin.
+    pub(crate) fn device_plugin_access(&self) -> Option<&super::DevicePluginAccess> {
+        self.device_plugin.as_ref()
+    }
+
     /// Held while one link is created (see [`Context`]'s `creating`).
     pub(crate) async fn one_link_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.creating.lock().await

@@ -68,6 +68,10 @@ pub struct AgentConfig {
     /// How long the reconcile loop or the deletion batcher may go without progress before
     /// `/healthz` says the agent is broken.
     pub liveness_limit: Duration,
+    /// The kubelet device plugin; `None`: none, and the agent itself patches the Node's
+    /// `switchyard.dev/<network>` capacity (nodes without a kubelet). With it the kubelet owns
+    /// those resources and the agent never writes them.
+    pub device_plugin: Option<crate::device_plugin::DevicePluginConfig>,
 }
 
 /// Why the agent stopped.
@@ -99,6 +103,9 @@ pub enum AgentError {
     /// The link deletion thread could not be started.
     #[error("starting the link deletion thread: {0}")]
     DeleterThread(std::io::Error),
+    /// The device plugin's blocks could not be read.
+    #[error("device plugin: {0}")]
+    DevicePlugin(#[from] crate::device_plugin::DevicePluginError),
 }
 
 /// Why one reconcile failed (it is retried with backoff).
@@ -191,6 +198,17 @@ pub struct Context {
     failures: Backoffs<String>,
     virtual_networks: Arc<VirtualNetworks>,
     liveness: Liveness,
+    /// The networks of the latest fresh report, for the device plugin.
+    served: tokio::sync::watch::Sender<Vec<switchyard_crds::NodeNetwork>>,
+    /// With a device plugin: the networks' slots, and the kubelet's pod resources socket.
+    device_plugin: Option<DevicePluginAccess>,
+}
+
+/// What the CNI server needs of the device plugin.
+#[derive(Debug)]
+pub(crate) struct DevicePluginAccess {
+    pub(crate) slots: Arc<crate::device_plugin::Slots>,
+    pub(crate) pod_resources: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Context {
@@ -379,6 +397,14 @@ impl Agent {
             virtual_networks: Arc::new(
                 VirtualNetworks::open(config.virtual_networks.clone()).await?,
             ),
+            served: tokio::sync::watch::Sender::new(Vec::new()),
+            device_plugin: match &config.device_plugin {
+                Some(plugin) => Some(DevicePluginAccess {
+                    slots: Arc::new(crate::device_plugin::Slots::open(&plugin.blocks_file)?),
+                    pod_resources: plugin.pod_resources.clone(),
+                }),
+                None => None,
+            },
         });
 
         let undecodable_ports = tokio::spawn(undecodable::report(context.clone(), undecodable_rx));
@@ -474,9 +500,20 @@ impl Agent {
         let _ = recovered.send(());
 
         let reporter = tokio::spawn(reporter::run(context.clone(), config.report_interval));
+        let device_plugin = match (&config.device_plugin, &context.device_plugin) {
+            (Some(plugin), Some(access)) => Some(tokio::spawn(crate::device_plugin::run(
+                plugin.clone(),
+                access.slots.clone(),
+                context.served.subscribe(),
+            ))),
+            _ => None,
+        };
         let task = tokio::spawn(async move {
             let _ = controller_task.await;
             reporter.abort();
+            if let Some(device_plugin) = device_plugin {
+                device_plugin.abort();
+            }
             drop(cni);
             virtual_networks.abort();
         });

@@ -214,7 +214,18 @@ async fn report(
     if last != Some(&status) {
         write_network_node(ctx, &status).await?;
     }
-    update_node_resources(ctx, &status, resources).await?;
+    ctx.served.send_if_modified(|served| {
+        let changed = *served != status.networks;
+        if changed {
+            served.clone_from(&status.networks);
+        }
+        changed
+    });
+    // With a device plugin the kubelet owns the resources: it writes them from the plugin's
+    // devices, and a patch here would fight it.
+    if ctx.device_plugin.is_none() {
+        update_node_resources(ctx, &status, resources).await?;
+    }
     Ok(Reported::Fresh(status))
 }
 

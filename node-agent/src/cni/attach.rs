@@ -28,6 +28,7 @@ use super::records::{NetnsId, Phase, Record};
 use super::{
     ANNOTATION_CONTAINER_ID, ANNOTATION_IFNAME, ANNOTATION_NETNS, Cni, LABEL_POD_UID, sweep,
 };
+use crate::device_plugin::slots::{is_slot, resource_name, unused_slot};
 use crate::netlink::{PodLinkError, PodMacvtapRequest, PodNamespace, PodVethRequest};
 use switchyard_placement::PortKey;
 use switchyard_placement::ledger::{AllocationError, Holding, PoolMember, Sharing};
@@ -199,6 +200,29 @@ async fn add(cni: &Cni, call: &Call) -> Result<Value, CniError> {
         sweep::release(cni, &mut records, record, false).await;
     }
 
+    let slot = device_slot(
+        cni,
+        call,
+        &placement.network,
+        &pod_uid,
+        &attachment,
+        &records,
+    )
+    .await?;
+    if let Some(ifindex) = slot {
+        // The kubelet gave this pod the slot, so an attachment still holding it is of a pod the
+        // kubelet no longer runs (its DEL has not come yet): its link would own /dev/tapN.
+        let holders: Vec<Record> = records
+            .iter()
+            .filter(|r| r.ifindex == ifindex)
+            .cloned()
+            .collect();
+        for holder in holders {
+            info!(container = %holder.container_id, ifname = %holder.ifname, ifindex, "releasing an earlier holder of the pod's device plugin slot");
+            sweep::release(cni, &mut records, holder, true).await;
+        }
+    }
+
     let netns_file = File::open(&netns).map_err(|error| {
         CniError::environment(format!("CNI_NETNS '{netns}' cannot be opened: {error}"))
     })?;
@@ -247,7 +271,7 @@ async fn add(cni: &Cni, call: &Call) -> Result<Value, CniError> {
             .then(|| host_link_name(&attachment.container_id, &attachment.ifname)),
         host_ifindex: None,
         mac: mac.clone(),
-        ifindex: free_ifindex(&records, &attachment, 0),
+        ifindex: slot.unwrap_or_else(|| free_ifindex(&records, &attachment, 0)),
         tap_device: None,
         mtu: None,
     };
@@ -400,6 +424,16 @@ async fn make(
                 record.host_ifindex = host_ifindex;
                 break;
             }
+            Err(PodLinkError::IndexTaken(ifindex)) if is_slot(ifindex) => {
+                return Err(CniError::new(
+                    LINK_FAILED,
+                    "the device plugin slot's ifindex is taken",
+                    format!(
+                        "ifindex {ifindex} (the pod's slot, /dev/tap{ifindex}) is taken in {}",
+                        record.netns
+                    ),
+                ));
+            }
             Err(PodLinkError::IndexTaken(_)) if attempt < IFINDEX_ATTEMPTS => {
                 attempt += 1;
                 record.ifindex = free_ifindex(records, &record.attachment(), attempt);
@@ -459,6 +493,67 @@ async fn make(
         );
     }
     Ok(())
+}
+
+/// The ifindex of the pod's device plugin slot for this interface, `None` without a device
+/// plugin or when the pod was given no slot of the network (it then gets an ifindex of the
+/// CNI's own range, and no `/dev/tapN` in its containers).
+///
+/// The slot is `deviceID` when the runtime passes one (Multus, from the NAD's resourceName);
+/// else the kubelet's pod resources say which slots of `switchyard.dev/<network>` the pod got,
+/// and the interface takes the first its other interfaces did not.
+async fn device_slot(
+    cni: &Cni,
+    call: &Call,
+    network: &str,
+    pod_uid: &str,
+    attachment: &Attachment,
+    records: &[Record],
+) -> Result<Option<u32>, CniError> {
+    let Some(plugin) = cni.ctx.device_plugin_access() else {
+        return Ok(None);
+    };
+    let id = match &call.config.device_id {
+        Some(id) => id.clone(),
+        None => {
+            let Some(resource) = resource_name(network) else {
+                return Ok(None);
+            };
+            let (namespace, name) = (
+                required_arg(call, "K8S_POD_NAMESPACE")?,
+                required_arg(call, "K8S_POD_NAME")?,
+            );
+            let allocated =
+                crate::device_plugin::allocated(&plugin.pod_resources, namespace, name, &resource)
+                    .await
+                    .map_err(|error| CniError::try_again(error.to_string()))?;
+            let taken: Vec<u32> = records
+                .iter()
+                .filter(|r| r.pod_uid == pod_uid && r.ifname != attachment.ifname)
+                .map(|r| r.ifindex)
+                .collect();
+            match unused_slot(&allocated, &taken) {
+                Some(id) => id.to_string(),
+                None if allocated.is_empty() => {
+                    info!(pod = %format!("{namespace}/{name}"), %resource, "the pod has no device plugin slot of the network; its interface gets no tap device in the container");
+                    return Ok(None);
+                }
+                None => {
+                    return Err(refused(format!(
+                        "pod {namespace}/{name} got {} of {resource} ({}), and its other \
+                         interfaces on the network hold them all; request one per interface",
+                        allocated.len(),
+                        allocated.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    plugin
+        .slots
+        .ifindex_for(network, &id)
+        .map(Some)
+        .map_err(|error| CniError::config(format!("field 'deviceID': {error}")))
 }
 
 /// An ifindex no record holds and no `/dev/tap<N>` names, from the attempt-th candidate on.

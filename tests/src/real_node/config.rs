@@ -16,6 +16,12 @@ pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 pub const KUBELET_PORT: u16 = 10250;
 /// The pod sandbox image.
 pub const PAUSE_IMAGE: &str = "localhost/switchyard/pause:v1.20.2";
+/// containerd's CNI bin directory in the node: the chart's default `cni.binDir`, on the
+/// node's private `/opt`, holding links to Debian's plugins (bridge, host-local) beside what
+/// the chart installs.
+pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
+/// Where Debian's containernetworking-plugins are.
+const DEBIAN_CNI_PLUGINS: &str = "/usr/lib/cni";
 
 /// The host sysctls the kubelet would set for itself. It runs with `--protect-kernel-defaults`
 /// so it only reads them, and the node's private mount namespace shows it these values.
@@ -59,6 +65,22 @@ fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// Where containerd puts pod network namespaces (`netns_mounts_under_state_dir`): the chart's
+/// `cni.netnsDir` on a real node. [`node_script`] makes it a shared mount before containerd
+/// starts, so the namespaces containerd mounts there later reach the agent's container (a
+/// hostPath with HostToContainer propagation) as they do on a host whose `/run/netns` is
+/// shared.
+pub fn netns_dir(layout: &NodeLayout) -> PathBuf {
+    layout.path("containerd/state/io.containerd.grpc.v1.cri/netns")
+}
+
+/// The node's CNI configuration directory (containerd's `conf_dir`). containerd runs the
+/// first two configurations in it, in file name order, for `eth0` and `eth1` of every pod
+/// (`max_conf_num = 2`): the node's pod network, and the one a test adds beside it.
+pub fn cni_conf_dir(layout: &NodeLayout) -> PathBuf {
+    layout.path("cni/net.d")
+}
+
 /// containerd's configuration: every path under the node's directory, the CRI plugin with
 /// cgroupfs runc, its CNI configuration, and `restrict_oom_score_adj` (the test machines lack
 /// CAP_SYS_RESOURCE, so runc cannot lower a sandbox's OOM score).
@@ -93,9 +115,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         SystemdCgroup = false
         Root = "{runc}"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{cni_conf}"
-    max_conf_num = 1
+    max_conf_num = 2
 "#,
         root = d("containerd/root"),
         state = d("containerd/state"),
@@ -214,8 +236,17 @@ pub fn node_script(layout: &NodeLayout, images: &[PathBuf], kubelet: &Path) -> S
         ))
     ));
     // Shim sockets (/run/containerd), pod logs (/var/log/pods, /var/log/containers), the CNI
-    // result cache (/var/lib/cni) and the kubelet's device plugins (/var/lib/kubelet).
+    // result cache (/var/lib/cni), the kubelet's device plugins (/var/lib/kubelet) and the
+    // CNI plugins hostPath pods install (/opt/cni/bin).
     s.push_str("mount -t tmpfs -o mode=755 switchyard-node-run /run\n");
+    // Shared, as a host's /run is: hostPath volumes under it (the chart's cni.netnsDir
+    // default, /run/netns) may use HostToContainer propagation, which containerd allows only
+    // from shared or slave mounts.
+    s.push_str("mount --make-shared /run\n");
+    s.push_str("mount -t tmpfs -o mode=755 switchyard-node-opt /opt\n");
+    s.push_str(&format!(
+        "mkdir -p {CNI_BIN_DIR}\nln -s {DEBIAN_CNI_PLUGINS}/* {CNI_BIN_DIR}/\n"
+    ));
     s.push_str("mount -t tmpfs -o mode=755 switchyard-node-varlib /var/lib\n");
     s.push_str("mkdir -p /var/lib/kubelet /var/lib/cni\n");
     s.push_str(&format!("mount --bind {} /var/log\n", d("log")));
@@ -225,6 +256,10 @@ pub fn node_script(layout: &NodeLayout, images: &[PathBuf], kubelet: &Path) -> S
             d(&format!("sysctl/{}", key.replace('/', ".")))
         ));
     }
+    let netns = quote(&p(&netns_dir(layout)));
+    s.push_str(&format!(
+        "mkdir -p {netns}\nmount --bind {netns} {netns}\nmount --make-shared {netns}\n"
+    ));
     s.push_str(&format!("export TMPDIR={}\n", d("tmp")));
     s.push_str(&format!(
         "setpriv --pdeathsig KILL -- containerd --config {} >>{} 2>&1 &\n",
@@ -275,11 +310,12 @@ mod tests {
         let config = containerd_config(&layout());
         assert!(config.contains("restrict_oom_score_adj = true"));
         assert!(config.contains("SystemdCgroup = false"));
-        // Every absolute path but the Debian CNI plugins is the node's own.
+        // Every absolute path but the CNI plugins (on the node's private /opt) is the node's
+        // own.
         for path in config
             .split('"')
             .filter(|s| s.starts_with('/'))
-            .filter(|s| *s != "/usr/lib/cni")
+            .filter(|s| *s != CNI_BIN_DIR)
         {
             assert!(path.starts_with("/tmp/swyt-rn-1-0/"), "{path}");
         }
@@ -303,6 +339,7 @@ mod tests {
             " /run\n",
             " /var/lib\n",
             " /var/log\n",
+            " /opt\n",
             " /proc/sys/kernel/panic\n",
         ] {
             let at = script
