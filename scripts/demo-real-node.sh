@@ -35,8 +35,9 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
   die "timed out waiting for $what"
 }
 
-step "Building switchyard"
+step "Building switchyard (the image's binaries in profile image)"
 cargo build --workspace --bins --locked -q
+build_image_binaries
 
 step "Starting the control plane, scheduler, controller-manager and a real node (~30 s)"
 "$bin/switchyard-control-plane" --real-node --env-file "$work/env" 2>"$work/cluster.log" &

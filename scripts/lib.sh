@@ -19,3 +19,12 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 need_root() {
   [ "$(id -u)" = 0 ] || die "run as root (it installs Debian packages and creates network namespaces)"
 }
+
+# The switchyard image's binaries, built for the real-node tests and demo into
+# target/image/ (Cargo.toml's `image` profile; tests/src/images.rs reads them from there).
+IMAGE_BINARIES=(switchyard-controller switchyard-node-agent kubectl-switchyard switchyard-cni)
+build_image_binaries() {
+  local packages=() name
+  for name in "${IMAGE_BINARIES[@]}"; do packages+=(-p "$name"); done
+  cargo build --profile image --locked -q "${packages[@]}"
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints deploy/switchyard.yaml: the Helm chart rendered for `kubectl apply -f`, in namespace
 # switchyard-system, with the webhook certificate from cert-manager (a plain manifest cannot
-# generate one). Regenerate with: scripts/render-manifests.sh > deploy/switchyard.yaml
+# generate one). Helm's hooks are left out: `kubectl apply` would run the uninstall cleanup
+# Job at once. Regenerate with: scripts/render-manifests.sh > deploy/switchyard.yaml
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO_ROOT/scripts/lib.sh"
@@ -19,4 +20,4 @@ metadata:
     app.kubernetes.io/name: switchyard
 YAML
 "$helm" template switchyard "$REPO_ROOT/charts/switchyard" --namespace switchyard-system \
-  --set webhook.certManager.enabled=true --skip-crds
+  --set webhook.certManager.enabled=true --skip-crds --no-hooks

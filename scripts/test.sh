@@ -31,6 +31,8 @@ bash scripts/check-deps.sh
 
 step "Building"
 cargo build --workspace --all-targets --locked -q
+note "the image's binaries (profile image, for the real-node tests)"
+build_image_binaries
 
 step "libvirt conformance (../shared/corpus/libvirt)"
 if cargo test --locked -q -p switchyard-libvirt --test corpus -- --nocapture >"$work/corpus.log" 2>&1; then

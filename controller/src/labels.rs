@@ -8,11 +8,11 @@
 //! - NetworkPorts: `switchyard.dev/node` and `switchyard.dev/network` from the spec, so each
 //!   agent can watch only its own node's ports.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use kube::ResourceExt;
 use serde_json::{Map, Value, json};
-use switchyard_crds::{LABEL_NETWORK, LABEL_NODE, NODE_LABEL_PREFIX, NetworkPort};
+use switchyard_crds::{LABEL_NETWORK, LABEL_NODE, NetworkPort};
 
 use switchyard_placement::index::Index;
 use switchyard_placement::realisation::selects;
@@ -39,31 +39,9 @@ pub fn ready_networks(index: &Index, node: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The merge patch that makes a node's `net.switchyard.dev/*` labels match `ready`, if any
-/// is needed.
-pub fn node_label_patch(
-    current: &BTreeMap<String, String>,
-    ready: &BTreeSet<String>,
-) -> Option<Value> {
-    let mut changes = Map::new();
-    for (key, value) in current {
-        let Some(network) = key.strip_prefix(NODE_LABEL_PREFIX) else {
-            continue;
-        };
-        if !ready.contains(network) {
-            changes.insert(key.clone(), Value::Null);
-        } else if value != "true" {
-            changes.insert(key.clone(), json!("true"));
-        }
-    }
-    for network in ready {
-        let key = format!("{NODE_LABEL_PREFIX}{network}");
-        if !current.contains_key(&key) {
-            changes.insert(key, json!("true"));
-        }
-    }
-    (!changes.is_empty()).then(|| json!({ "metadata": { "labels": changes } }))
-}
+/// The merge patch that makes a node's `net.switchyard.dev/*` labels match `ready` (one rule
+/// with the uninstall cleanup's, so it lives in `switchyard_placement`).
+pub use switchyard_placement::node_marks::node_label_patch;
 
 /// The merge patch that gives a port its node and network labels, if any is needed.
 pub fn port_label_patch(port: &NetworkPort) -> Option<Value> {
@@ -83,6 +61,8 @@ pub fn port_label_patch(port: &NetworkPort) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use std::collections::BTreeMap;
 
     use super::*;
     use switchyard_crds::{Network, NetworkPortSpec, NetworkSpec, NodeNetwork, NodeSelector};
@@ -146,33 +126,6 @@ mod tests {
         agent.ready = false;
         index.upsert_agent("a", agent);
         assert!(ready_networks(&index, "a").is_empty());
-    }
-
-    #[test]
-    fn node_label_patch_adds_fixes_and_removes_only_the_prefix() {
-        let current = labels(&[
-            ("rack", "2"),
-            ("net.switchyard.dev/old", "true"),
-            ("net.switchyard.dev/kept", "yes"),
-            ("net.switchyard.dev/same", "true"),
-        ]);
-        let ready = BTreeSet::from(["kept".to_string(), "same".to_string(), "new".to_string()]);
-        let patch = node_label_patch(&current, &ready).unwrap();
-        assert_eq!(
-            patch,
-            json!({"metadata": {"labels": {
-                "net.switchyard.dev/old": null,
-                "net.switchyard.dev/kept": "true",
-                "net.switchyard.dev/new": "true",
-            }}})
-        );
-        let done = labels(&[
-            ("rack", "2"),
-            ("net.switchyard.dev/kept", "true"),
-            ("net.switchyard.dev/same", "true"),
-            ("net.switchyard.dev/new", "true"),
-        ]);
-        assert_eq!(node_label_patch(&done, &ready), None);
     }
 
     #[test]

@@ -10,10 +10,13 @@
 //! - [`device_plugin`]: the kubelet device plugin that hands pods their `/dev/tapN`;
 //! - [`virtual_network`]: isolated, nat, route and open networks: bridge, nftables, dnsmasq;
 //! - [`agent`]: the process: watches, reconciles ports, recovers at start-up, reports;
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`cleanup`]: what the agents and the controller leave in the cluster, removed once they
+//!   are gone (the chart's post-delete hook).
 
 pub mod agent;
 pub mod bandwidth;
+pub mod cleanup;
 pub mod cni;
 pub mod device_plugin;
 pub mod http;

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use switchyard_libvirt::firewall::{SWITCHYARD_TABLE, check_table_name};
 use switchyard_node_agent::agent::liveness::DEFAULT_LIVENESS_LIMIT;
 use switchyard_node_agent::agent::{Agent, AgentConfig};
+use switchyard_node_agent::cleanup;
 use switchyard_node_agent::cni::CniConfig;
+use switchyard_node_agent::cni::install;
 use switchyard_node_agent::device_plugin::DevicePluginConfig;
 use switchyard_node_agent::netlink::NetnsTarget;
 use switchyard_node_agent::ownership::LinkGroups;
@@ -18,11 +20,14 @@ use tracing::info;
 
 /// The switchyard node agent (one per node, as a DaemonSet).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, subcommand_negates_reqs = true)]
 struct Args {
+    /// A one-off job instead of serving a node.
+    #[command(subcommand)]
+    tool: Option<Tool>,
     /// The node this agent serves (from the downward API in a DaemonSet).
-    #[arg(long, env = "NODE_NAME")]
-    node_name: String,
+    #[arg(long, env = "NODE_NAME", required = true)]
+    node_name: Option<String>,
     /// The network namespace holding the node's devices: a path like /run/netns/X or a name
     /// under /run/netns. Left out, the agent's own (the host's, with hostNetwork).
     #[arg(long, env = "SWITCHYARD_NETNS")]
@@ -91,6 +96,37 @@ struct Args {
     liveness_timeout: f64,
 }
 
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// Copy the switchyard-cni shim into the host's CNI bin directory, replacing an older one
+    /// atomically (the chart's install-cni init container).
+    InstallCni {
+        /// The host's CNI bin directory, as mounted in this container.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The shim to install; left out, the switchyard-cni beside this program.
+        #[arg(long)]
+        shim: Option<PathBuf>,
+    },
+    /// Remove what the agents and the controller leave in the cluster once they are gone for
+    /// good: the ports' finalizer, every NetworkNode, the Nodes' switchyard.dev/* extended
+    /// resources and net.switchyard.dev/* labels (the chart's post-delete hook).
+    Cleanup {
+        /// The namespace of the agents' pods; left out, every namespace.
+        #[arg(long)]
+        agents_namespace: Option<String>,
+        /// The label selector of the agents' pods, waited for until they are gone.
+        #[arg(
+            long,
+            default_value = "app.kubernetes.io/name=switchyard,app.kubernetes.io/component=node-agent"
+        )]
+        agents_selector: String,
+        /// How long to wait for the agents' pods before cleaning up anyway, in seconds.
+        #[arg(long, default_value_t = 60)]
+        wait_seconds: u64,
+    },
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -123,6 +159,49 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => subscriber.json().init(),
         LogFormat::Text => subscriber.init(),
     }
+    match args.tool {
+        Some(tool) => run_tool(tool).await,
+        None => serve(args).await,
+    }
+}
+
+async fn run_tool(tool: Tool) -> anyhow::Result<()> {
+    match tool {
+        Tool::InstallCni { dir, shim } => {
+            let shim = match shim {
+                Some(shim) => shim,
+                None => std::env::current_exe()
+                    .context("finding this program's own path")?
+                    .with_file_name(install::SHIM_NAME),
+            };
+            let installed = install::install_shim(&shim, &dir)?;
+            info!(shim = %installed.display(), "CNI shim installed");
+            Ok(())
+        }
+        Tool::Cleanup {
+            agents_namespace,
+            agents_selector,
+            wait_seconds,
+        } => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes")?;
+            let config = cleanup::CleanupConfig {
+                agents_namespace,
+                agents_selector,
+                wait: Duration::from_secs(wait_seconds),
+            };
+            cleanup::run(client, &config).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let node_name = args
+        .node_name
+        .clone()
+        .context("--node-name (or NODE_NAME) is required")?;
 
     let netns = match &args.netns {
         None => NetnsTarget::Current,
@@ -135,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to Kubernetes")?;
     let cni = cni_config(&args, &netns);
     let config = AgentConfig {
-        node_name: args.node_name.clone(),
+        node_name: node_name.clone(),
         netns: netns.clone(),
         groups: LinkGroups::DEFAULT,
         bridge_port_limit: args.bridge_port_limit,
@@ -160,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
                 blocks_file: args.device_plugin_blocks.clone(),
             }),
     };
-    info!(node = %args.node_name, netns = ?config.netns, "starting");
+    info!(node = %node_name, netns = ?config.netns, "starting");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     // Recovery runs before the endpoints exist: until then the probes fail, which is what
     // "not ready" means.

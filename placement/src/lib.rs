@@ -9,7 +9,8 @@
 //! - [`port_key`]: how a port is named in logs, conditions and holders;
 //! - [`index`]: the cluster's networks, nodes, agent reports and ports, by name;
 //! - [`check`]: whether guest interfaces fit on candidate nodes now (the migration check,
-//!   also the admission webhook's placement verdict for a new port).
+//!   also the admission webhook's placement verdict for a new port);
+//! - [`node_marks`]: the labels and extended resources switchyard keeps on Nodes.
 //!
 //! Pure: no kube client, no netlink, no clock. Callers bring what they observed.
 
@@ -18,6 +19,7 @@ pub mod exclusive;
 pub mod index;
 pub mod kernel;
 pub mod ledger;
+pub mod node_marks;
 pub mod port_key;
 pub mod realisation;
 pub mod report;

@@ -34,6 +34,34 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     binary
 }
 
+/// The cargo target directory this program was built into: above `target/<profile>/` (a
+/// binary) or `target/<profile>/deps/` (a test).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the program's own executable path");
+    let mut dir = exe.parent().expect("an executable has a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("deps/ is in a profile directory");
+    }
+    dir.parent()
+        .unwrap_or_else(|| panic!("{} is not in a cargo target directory", exe.display()))
+        .to_path_buf()
+}
+
+/// Where the image's binaries are: `target/<image profile>/` of this build's target directory
+/// (see [`crate::images::IMAGE_PROFILE`]). Panics with the command to run when one is missing.
+pub fn image_binary_dir() -> PathBuf {
+    let dir = target_dir().join(crate::images::IMAGE_PROFILE);
+    for name in crate::images::SWITCHYARD_BINARIES {
+        assert!(
+            dir.join(name).is_file(),
+            "{name} has not been built into {}: run `{}` (scripts/test.sh does)",
+            dir.display(),
+            crate::images::build_command()
+        );
+    }
+    dir
+}
+
 /// Runs `command` to its end with `stdin` piped in and stdout and stderr captured.
 ///
 /// The input is written from a thread of its own, so that a program printing more than a pipe

@@ -1,6 +1,9 @@
 //! Container images built from local files, with no registry: the pod sandbox's `pause` and
-//! the switchyard image (controller, agent, CLI), written as `docker save` archives that
-//! `ctr images import` loads into a real node's containerd.
+//! the switchyard image (controller, agent, CLI, CNI shim), written as `docker save` archives
+//! that `ctr images import` loads into a real node's containerd.
+//!
+//! The switchyard image holds the binaries of the cargo profile [`IMAGE_PROFILE`] (release
+//! code without the release profile's build time), not the tests' debug build.
 //!
 //! The repository's Dockerfile stays the recipe for registries; [`DockerfileLayout`] reads the
 //! layout it produces (where the binaries go, the user, the entrypoint) so a test can hold the
@@ -15,12 +18,18 @@ use serde_json::json;
 
 /// Where the Dockerfile's final stage puts the binaries.
 pub const BINARY_DIR: &str = "/usr/local/bin";
-/// The switchyard binaries, in the order the Dockerfile builds them.
-pub const SWITCHYARD_BINARIES: [&str; 3] = [
+/// The switchyard binaries, in the order the Dockerfile builds them. Each is its package's
+/// name too (`cargo build -p <name>`).
+pub const SWITCHYARD_BINARIES: [&str; 4] = [
     "switchyard-controller",
     "switchyard-node-agent",
     "kubectl-switchyard",
+    "switchyard-cni",
 ];
+/// The cargo profile (Cargo.toml) the image's binaries are built with, into
+/// `target/<profile>/`: `cargo build --profile image --locked -p <each of SWITCHYARD_BINARIES>`
+/// (scripts/lib.sh's `build_image_binaries`).
+pub const IMAGE_PROFILE: &str = "image";
 /// The controller's user in the image (distroless `nonroot`).
 pub const NONROOT: &str = "65532:65532";
 
@@ -123,8 +132,9 @@ pub fn switchyard_image(reference: &str, binary_dir: &Path) -> io::Result<ImageS
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
-                    "{} has not been built (cargo build --workspace --bins)",
-                    source.display()
+                    "{} has not been built: run `{}`",
+                    source.display(),
+                    build_command()
                 ),
             ));
         }
@@ -154,6 +164,18 @@ pub fn switchyard_image(reference: &str, binary_dir: &Path) -> io::Result<ImageS
         user: Some(NONROOT.into()),
         env: vec![format!("PATH={BINARY_DIR}:/usr/bin:/bin")],
     })
+}
+
+/// The command that builds the image's binaries.
+pub fn build_command() -> String {
+    let packages: Vec<String> = SWITCHYARD_BINARIES
+        .iter()
+        .map(|name| format!("-p {name}"))
+        .collect();
+    format!(
+        "cargo build --profile {IMAGE_PROFILE} --locked {}",
+        packages.join(" ")
+    )
 }
 
 /// The absolute library paths in `ldd` output: `libc.so.6 => /lib/…/libc.so.6 (0x…)` and the

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bins::workspace_binary;
+use crate::bins::image_binary_dir;
 use crate::control_plane::{
     ControlPlane, ControlPlaneError, ControlPlaneOptions, cached_binary, which,
 };
@@ -244,16 +244,25 @@ impl RealNode {
             .collect()
     }
 
-    /// Runs `ctr` against the node's containerd (namespace `k8s.io`), inside the node's mount
-    /// namespace.
-    pub fn ctr(&self, args: &[&str]) -> io::Result<String> {
+    /// `program` run inside the node's mount and network namespaces, where the host paths
+    /// its kubelet and containerd see (`/run`, `/var/lib`, `/opt`) are the node's own.
+    pub fn command(&self, program: &str) -> io::Result<Command> {
         let pid = self
             .inner
             .as_ref()
             .map(Child::id)
             .ok_or_else(|| io::Error::other("the node is not running"))?;
-        let out = Command::new("nsenter")
-            .args(["-t", &pid.to_string(), "-m", "-n", "--", "ctr", "--address"])
+        let mut command = Command::new("nsenter");
+        command.args(["-t", &pid.to_string(), "-m", "-n", "--", program]);
+        Ok(command)
+    }
+
+    /// Runs `ctr` against the node's containerd (namespace `k8s.io`), inside the node's mount
+    /// namespace.
+    pub fn ctr(&self, args: &[&str]) -> io::Result<String> {
+        let out = self
+            .command("ctr")?
+            .arg("--address")
             .arg(self.layout.containerd_socket())
             .args(["-n", "k8s.io"])
             .args(args)
@@ -387,7 +396,7 @@ impl RealNode {
 
     /// The pause and switchyard image archives, in the node's directory.
     fn build_images(&self, pause: &Path) -> Result<Vec<PathBuf>, RealNodeError> {
-        let binary_dir = switchyard_binary_dir();
+        let binary_dir = image_binary_dir();
         let switchyard = images::switchyard_image(
             &format!("{SWITCHYARD_IMAGE_REPOSITORY}:{SWITCHYARD_IMAGE_TAG}"),
             &binary_dir,
@@ -427,19 +436,6 @@ impl Drop for RealNode {
                 self.layout.name
             );
         }
-    }
-}
-
-/// Where this build's switchyard binaries are: beside the running program when it is one of
-/// them (switchyard-control-plane for the demo), else the test's profile directory.
-fn switchyard_binary_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the program's own path");
-    match exe.parent() {
-        Some(dir) if dir.join(images::SWITCHYARD_BINARIES[0]).is_file() => dir.to_path_buf(),
-        _ => workspace_binary(images::SWITCHYARD_BINARIES[0])
-            .parent()
-            .expect("a binary has a directory")
-            .to_path_buf(),
     }
 }
 

@@ -71,6 +71,29 @@ fn chart_renders_every_component() {
     assert!(rendered.contains("hostNetwork: true"));
     // SYS_ADMIN: the CNI server enters pod network namespaces and mounts their sysfs.
     assert!(rendered.contains("add: [NET_ADMIN, SYS_ADMIN]"));
+    // The CNI shim's installer and the uninstall cleanup, on by default.
+    assert!(rendered.contains("- name: install-cni"));
+    assert!(rendered.contains("hostPath: {path: \"/opt/cni/bin\", type: DirectoryOrCreate}"));
+    assert!(rendered.contains("helm.sh/hook: post-delete"));
+    assert!(rendered.contains("kind: Job"));
+
+    let out = helm(&[
+        "template",
+        "sy",
+        &chart(),
+        "--set",
+        "cni.install=false",
+        "--set",
+        "cleanup.enabled=false",
+        "--set",
+        "cni.socket=/run/elsewhere/cni.sock",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rendered = String::from_utf8_lossy(&out.stdout);
+    assert!(!rendered.contains("install-cni") && !rendered.contains("/opt/cni/bin"));
+    assert!(!rendered.contains("helm.sh/hook"));
+    assert!(rendered.contains("{name: SWITCHYARD_CNI_SOCKET, value: \"/run/elsewhere/cni.sock\"}"));
+    assert!(rendered.contains("hostPath: {path: \"/run/elsewhere\", type: DirectoryOrCreate}"));
 }
 
 #[test]
@@ -89,6 +112,8 @@ fn rendered_manifests_in_deploy_are_current() {
 }
 
 /// Uninstalls the release even when the test fails (its ClusterRoles outlive the namespace).
+/// Without its post-delete hook: no kubelet runs the cleanup Job on this control plane
+/// (tests/tests/real_node.rs runs it on a real node).
 struct Release<'a> {
     env: &'a TestEnv,
     name: String,
@@ -99,6 +124,7 @@ impl Drop for Release<'_> {
         let kubeconfig = self.env.kubeconfig.display().to_string();
         let _ = helm(&[
             "uninstall",
+            "--no-hooks",
             &self.name,
             "-n",
             &self.env.namespace,

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use switchyard_tests::cluster::{TestEnv, repo_root};
-use switchyard_tests::real_node::config::{PAUSE_IMAGE, POD_SUBNET};
+use switchyard_tests::real_node::config::{CNI_BIN_DIR, PAUSE_IMAGE, POD_SUBNET};
 use switchyard_tests::real_node::{RealCluster, RealNodeOptions};
 use tokio::sync::Semaphore;
 
@@ -157,8 +157,9 @@ spec:
 // ---------------------------------------------------------------------------------------
 // The chart on the real node.
 
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use switchyard_crds::{Network, NetworkNode, NetworkPort, PortPhase};
+use switchyard_crds::{NODE_LABEL_PREFIX, NetworkNode, NetworkPort, PortPhase, RESOURCE_PREFIX};
 use switchyard_tests::cluster::TEST_LABEL;
 use switchyard_tests::control_plane::cached_binary;
 use switchyard_tests::fixtures::{
@@ -260,6 +261,18 @@ fn install_chart_with(env: &TestEnv, node: &RealCluster, values: &[String]) {
     }
 }
 
+/// Runs the `switchyard-cni` the chart installed as a runtime runs a plugin (`CNI_COMMAND`,
+/// the configuration on stdin), inside the node's mount namespace.
+fn run_shim(cluster: &RealCluster, command: &str, config: &str) -> std::process::Output {
+    let mut shim = cluster
+        .node
+        .command(&format!("{CNI_BIN_DIR}/switchyard-cni"))
+        .expect("the node is running");
+    shim.env("CNI_COMMAND", command);
+    // VERSION reads no configuration: a refused write is no failure.
+    switchyard_tests::bins::output_with_stdin(shim, config.as_bytes().to_vec()).0
+}
+
 /// Labels the real node with the test's label, so the test's networks select it.
 fn select_node(env: &TestEnv, node: &str) {
     let label = format!("{TEST_LABEL}={}", env.namespace);
@@ -328,6 +341,8 @@ async fn the_chart_runs_on_the_real_node_with_its_own_permissions_and_uninstalls
     let (cluster, _permit) = start_cluster(RealNodeOptions::default()).await;
     let env = TestEnv::on(&cluster.control_plane.kubeconfig, "real-node-chart").await;
     let node = cluster.node.name().to_string();
+    let host_shim = std::path::Path::new(CNI_BIN_DIR).join("switchyard-cni");
+    let host_had_shim = host_shim.exists();
     select_node(&env, &node);
     install_chart(&env, &cluster);
 
@@ -369,6 +384,32 @@ async fn the_chart_runs_on_the_real_node_with_its_own_permissions_and_uninstalls
     )
     .await;
     wait_network_served(&env, &node, &net).await;
+
+    // The agent pod's init container installed the CNI shim where the node's containerd looks
+    // for plugins (the chart's default cni.binDir), on the node's own /opt: not the host's.
+    // It runs, and the agent answers it on the chart's socket.
+    let version = run_shim(&cluster, "VERSION", "");
+    assert!(
+        version.status.success()
+            && String::from_utf8_lossy(&version.stdout).contains("\"supportedVersions\""),
+        "VERSION of the installed shim: {}",
+        text(&version)
+    );
+    let status_conf = serde_json::json!({
+        "cniVersion": "1.1.0", "name": net, "type": "switchyard-cni",
+    });
+    let status = run_shim(&cluster, "STATUS", &status_conf.to_string());
+    assert!(
+        status.status.success(),
+        "STATUS through the agent's socket: {}",
+        text(&status)
+    );
+    assert_eq!(
+        host_shim.exists(),
+        host_had_shim,
+        "the host's own {CNI_BIN_DIR} changed"
+    );
+
     let ports = ports_api(&env);
     ports
         .create(
@@ -422,13 +463,58 @@ async fn the_chart_runs_on_the_real_node_with_its_own_permissions_and_uninstalls
         },
     )
     .await;
-    Api::<Network>::all(env.client.clone())
-        .delete(&net, &DeleteParams::default())
-        .await
-        .expect("deleting the network");
 
-    let out = helm(&env, &["uninstall", RELEASE, "--wait", "--timeout=120s"]);
-    assert!(out.status.success(), "helm uninstall: {}", text(&out));
+    // A port whose VM still runs when the release goes, and the network with it: the node
+    // carries the network's extended resource, the controller's label, its NetworkNode and
+    // the port's finalizer, all of which the uninstall must remove.
+    ports
+        .create(
+            &PostParams::default(),
+            &port(&env.namespace, "vm-b", &net, &node, &mac(2)),
+        )
+        .await
+        .expect("creating a second port");
+    wait_ports(
+        &env,
+        "the second port to become Ready",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        |ports| count_phase(ports, PortPhase::Ready) == 1,
+    )
+    .await;
+    let vm_b_links = owned_links(&cluster);
+    assert_eq!(vm_b_links.len(), 1, "vm-b's link: {vm_b_links:?}");
+    wait_until(
+        "the node's switchyard label and extended resource",
+        Duration::from_secs(60),
+        || async {
+            let marks = switchyard_marks(&env, &node).await;
+            if marks.len() == 3 {
+                Ok(())
+            } else {
+                Err(format!("{marks:?}"))
+            }
+        },
+    )
+    .await;
+
+    let out = helm(&env, &["uninstall", RELEASE, "--wait", "--timeout=180s"]);
+    assert!(
+        out.status.success(),
+        "helm uninstall: {}\n{}\n{}",
+        text(&out),
+        text(&env.kubectl(
+            &[
+                "-n",
+                &env.namespace,
+                "logs",
+                "-l",
+                "app.kubernetes.io/component=cleanup"
+            ],
+            None
+        )),
+        cluster.node.logs()
+    );
     wait_until(
         "the release's pods to go",
         Duration::from_secs(90),
@@ -443,11 +529,12 @@ async fn the_chart_runs_on_the_real_node_with_its_own_permissions_and_uninstalls
         },
     )
     .await;
+    // Also the cleanup hook's Job, ServiceAccount and RBAC.
     let instance = format!("app.kubernetes.io/instance={RELEASE}");
     let out = env.kubectl(
         &[
             "get",
-            "clusterroles,clusterrolebindings,validatingwebhookconfigurations,serviceaccounts,services,secrets,deployments,daemonsets",
+            "clusterroles,clusterrolebindings,roles,rolebindings,validatingwebhookconfigurations,serviceaccounts,services,secrets,deployments,daemonsets,jobs",
             "-A",
             "-l",
             &instance,
@@ -462,26 +549,103 @@ async fn the_chart_runs_on_the_real_node_with_its_own_permissions_and_uninstalls
         "",
         "objects of the release left after helm uninstall"
     );
-    assert!(owned_links(&cluster).is_empty(), "switchyard links left");
-    let with_finalizers = |finalizers: Option<&Vec<String>>| {
-        finalizers.is_some_and(|f| f.iter().any(|f| f.starts_with("switchyard.dev/")))
-    };
-    let nodes = Api::<NetworkNode>::all(env.client.clone())
+    let network_nodes = Api::<NetworkNode>::all(env.client.clone())
         .list(&ListParams::default())
         .await
         .expect("listing NetworkNodes");
     assert!(
-        !nodes
+        network_nodes.items.is_empty(),
+        "NetworkNodes left after uninstall: {:?}",
+        network_nodes
             .items
             .iter()
-            .any(|n| with_finalizers(n.metadata.finalizers.as_ref())),
-        "a NetworkNode kept a switchyard finalizer"
+            .map(|n| n.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+    let marks = switchyard_marks(&env, &node).await;
+    assert!(
+        marks.is_empty(),
+        "the node kept switchyard's labels or extended resources: {marks:?}"
     );
     let all_ports = Api::<NetworkPort>::all(env.client.clone())
         .list(&ListParams::default())
         .await
         .expect("listing ports");
-    assert!(all_ports.items.is_empty(), "ports left after uninstall");
+    let held: Vec<_> = all_ports
+        .items
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f.starts_with("switchyard.dev/"))
+        })
+        .map(|p| p.metadata.name.clone())
+        .collect();
+    assert!(
+        held.is_empty(),
+        "ports kept a switchyard finalizer: {held:?}"
+    );
+    // The user's port stays, and with no agent left it is deleted at once instead of hanging
+    // (and its namespace with it). Its VM's link stays on the node, the only one left: a later
+    // install's agent adopts it, or removes it once its port is gone.
+    ports
+        .delete("vm-b", &DeleteParams::default())
+        .await
+        .expect("deleting the port after uninstall");
+    wait_until(
+        "the port to go with no agent",
+        Duration::from_secs(30),
+        || async {
+            let left = ports
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            if left.items.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} ports", left.items.len()))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        owned_links(&cluster),
+        vm_b_links,
+        "only the kept port's link is left"
+    );
+}
+
+/// The node's `net.switchyard.dev/*` labels and `switchyard.dev/*` capacity and allocatable
+/// entries, as `label:`, `capacity:` and `allocatable:` followed by the name.
+async fn switchyard_marks(env: &TestEnv, node: &str) -> Vec<String> {
+    let node = Api::<Node>::all(env.client.clone())
+        .get(node)
+        .await
+        .expect("reading the node");
+    let mut marks: Vec<String> = node
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(key, _)| key.starts_with(NODE_LABEL_PREFIX))
+        .map(|(key, _)| format!("label:{key}"))
+        .collect();
+    let status = node.status.unwrap_or_default();
+    for (what, resources) in [
+        ("capacity", status.capacity),
+        ("allocatable", status.allocatable),
+    ] {
+        marks.extend(
+            resources
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| name.starts_with(RESOURCE_PREFIX))
+                .map(|(name, _)| format!("{what}:{name}")),
+        );
+    }
+    marks
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1098,9 +1262,11 @@ fn the_local_image_has_the_dockerfile_layout() {
         std::fs::read_to_string(repo_root().join("Dockerfile")).expect("reading the Dockerfile");
     let layout = dockerfile_layout(&dockerfile).unwrap_or_else(|e| panic!("Dockerfile: {e}"));
 
-    let binary = switchyard_tests::bins::workspace_binary("switchyard-controller");
-    let spec = switchyard_image("localhost/layout-test:1", binary.parent().unwrap())
-        .expect("describing the image");
+    let spec = switchyard_image(
+        "localhost/layout-test:1",
+        &switchyard_tests::bins::image_binary_dir(),
+    )
+    .expect("describing the image");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let archive = dir.path().join("image.tar");
     write_docker_archive(&spec, &archive, &dir.path().join("work")).expect("writing the image");

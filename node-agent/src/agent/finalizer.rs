@@ -14,7 +14,7 @@ use serde_json::Value;
 use switchyard_crds::{NetworkPort, PORT_FINALIZER};
 
 /// Whether the port carries the agent's finalizer.
-pub(super) fn present(port: &NetworkPort) -> bool {
+pub(crate) fn present(port: &NetworkPort) -> bool {
     port.finalizers().iter().any(|f| f == PORT_FINALIZER)
 }
 
@@ -53,7 +53,7 @@ pub(super) async fn add(api: &Api<NetworkPort>, port: &NetworkPort) -> kube::Res
 
 /// Removes the finalizer (the apiserver then deletes the port). A port already without it, or
 /// already gone, is done.
-pub(super) async fn remove(api: &Api<NetworkPort>, port: &NetworkPort) -> kube::Result<()> {
+pub(crate) async fn remove(api: &Api<NetworkPort>, port: &NetworkPort) -> kube::Result<()> {
     let Some(index) = port.finalizers().iter().position(|f| f == PORT_FINALIZER) else {
         return Ok(());
     };

@@ -6,7 +6,7 @@
 
 mod cni_access;
 pub mod deleter;
-mod finalizer;
+pub(crate) mod finalizer;
 pub mod liveness;
 pub mod metrics;
 mod port_bandwidth;

@@ -13,6 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use switchyard_crds::{
     Condition, ConditionStatus, NetworkNode, NetworkNodeStatus, RESOURCE_PREFIX,
 };
+use switchyard_placement::node_marks::{Resources, node_resource_patch, own_resources};
 use switchyard_placement::realisation::{NodeRealisation, RealisationKind, realise};
 use switchyard_placement::report::node_network;
 use tracing::{debug, warn};
@@ -269,9 +270,6 @@ pub(super) fn own_resources_only(status: NodeStatus) -> NodeStatus {
     }
 }
 
-/// Resource name to count, as the agent wants them on the Node.
-type Resources = BTreeMap<String, String>;
-
 /// A resource write the Node cache may not show yet: the cache's `resourceVersion` when it was
 /// made, and what was written. Until the cache moves past that version, the write is what the
 /// Node has (so a report soon after a write does not write again).
@@ -279,28 +277,6 @@ type Resources = BTreeMap<String, String>;
 pub(super) struct ResourceWrite {
     seen_version: Option<String>,
     written: Resources,
-}
-
-/// The merge patch of the Node's status that makes its `switchyard.dev/*` capacity and
-/// allocatable `desired`; `None` when they already are.
-fn resource_patch(
-    capacity: &Resources,
-    allocatable: &Resources,
-    desired: &Resources,
-) -> Option<serde_json::Value> {
-    if capacity == desired && allocatable == desired {
-        return None;
-    }
-    let mut resources = serde_json::Map::new();
-    for stale in capacity.keys().chain(allocatable.keys()) {
-        if !desired.contains_key(stale) {
-            resources.insert(stale.clone(), serde_json::Value::Null);
-        }
-    }
-    for (name, count) in desired {
-        resources.insert(name.clone(), serde_json::Value::String(count.clone()));
-    }
-    Some(serde_json::json!({"status": {"capacity": resources, "allocatable": resources}}))
 }
 
 /// Sets `switchyard.dev/<network>` capacity and allocatable on the Node for every network the
@@ -327,14 +303,14 @@ async fn update_node_resources(
         .as_ref()
         .and_then(|n| n.metadata.resource_version.clone());
     let cached = |pick: fn(&NodeStatus) -> Option<&BTreeMap<String, Quantity>>| -> Resources {
-        node.as_ref()
-            .and_then(|n| n.status.as_ref())
-            .and_then(pick)
-            .into_iter()
-            .flatten()
-            .filter(|(name, _)| name.starts_with(RESOURCE_PREFIX))
-            .map(|(name, count)| (name.clone(), count.0.clone()))
-            .collect()
+        own_resources(
+            node.as_ref()
+                .and_then(|n| n.status.as_ref())
+                .and_then(pick)
+                .into_iter()
+                .flatten()
+                .map(|(name, count)| (name, count.0.as_str())),
+        )
     };
     let (capacity, allocatable) = match pending.as_ref() {
         Some(write) if write.seen_version == version => {
@@ -345,7 +321,7 @@ async fn update_node_resources(
             cached(|s| s.allocatable.as_ref()),
         ),
     };
-    let Some(patch) = resource_patch(&capacity, &allocatable, &desired) else {
+    let Some(patch) = node_resource_patch(&capacity, &allocatable, &desired) else {
         return Ok(());
     };
     Api::<Node>::all(ctx.client.clone())
@@ -363,13 +339,6 @@ async fn update_node_resources(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn resources(entries: &[(&str, &str)]) -> Resources {
-        entries
-            .iter()
-            .map(|(name, count)| (format!("{RESOURCE_PREFIX}{name}"), count.to_string()))
-            .collect()
-    }
 
     #[test]
     fn a_stale_report_keeps_what_was_read_and_says_since_when() {
@@ -395,27 +364,6 @@ mod tests {
             again, first,
             "the transition time stays, nothing to rewrite"
         );
-    }
-
-    #[test]
-    fn unchanged_resources_need_no_write() {
-        let both = resources(&[("a", "4")]);
-        assert_eq!(resource_patch(&both, &both, &both), None);
-    }
-
-    #[test]
-    fn resources_no_longer_wanted_are_removed_from_capacity_and_allocatable() {
-        let capacity = resources(&[("a", "4"), ("gone", "1")]);
-        let allocatable = resources(&[("a", "4"), ("only-allocatable", "2")]);
-        let desired = resources(&[("a", "3")]);
-        let patch = resource_patch(&capacity, &allocatable, &desired).unwrap();
-        let expected = serde_json::json!({
-            "switchyard.dev/a": "3",
-            "switchyard.dev/gone": null,
-            "switchyard.dev/only-allocatable": null,
-        });
-        assert_eq!(patch["status"]["capacity"], expected);
-        assert_eq!(patch["status"]["allocatable"], expected);
     }
 
     #[test]

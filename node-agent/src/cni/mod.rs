@@ -39,6 +39,7 @@
 //! no record knows.
 
 mod attach;
+pub mod install;
 pub mod naming;
 pub mod records;
 mod server;
