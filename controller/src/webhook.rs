@@ -120,12 +120,24 @@ async fn validate_networkports(State(state): State<WebhookState>, body: Bytes) -
         (Operation::Create | Operation::Update, Some(port)) => {
             match agent_of(&state, &request.user_info).await {
                 Err(denial) => Decision::Deny(denial),
-                Ok(Some(agent)) => agent::review_port(&agent, sub_resource, port, old),
+                Ok(Some(agent)) => match agent::review_port(&agent, sub_resource, port, old) {
+                    // A pod's port from the agent's CNI server meets the placement rules too,
+                    // so the CNI call fails with the webhook's own message.
+                    Decision::Allow if request.operation == Operation::Create => {
+                        review_user_port(&state, &request, port).await
+                    }
+                    decision => decision,
+                },
                 // Status is the agent's to write; others' writes (tests, tools) pass.
                 Ok(None) if sub_resource.is_some() => Decision::Allow,
                 Ok(None) => review_user_port(&state, &request, port).await,
             }
         }
+        (Operation::Delete, _) => match (agent_of(&state, &request.user_info).await, old) {
+            (Err(denial), _) => Decision::Deny(denial),
+            (Ok(Some(agent)), Some(port)) => agent::review_port_delete(&agent, port),
+            _ => Decision::Allow,
+        },
         _ => Decision::Allow,
     };
     respond(&state, "networkports", &request, decision)

@@ -17,12 +17,13 @@ use std::time::Duration;
 use common::{ControllerProcess, WebhookRegistration, eventually};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use switchyard_crds::{
-    LABEL_NETWORK, LABEL_NODE, MigrationCheck, NODE_LABEL_PREFIX, Network, NetworkNode,
-    NetworkNodeSpec, NetworkPort, NetworkPortSpec, PortPhase, RESOURCE_PREFIX,
+    LABEL_NETWORK, LABEL_NODE, LABEL_POD_UID, MigrationCheck, NODE_LABEL_PREFIX, Network,
+    NetworkNode, NetworkNodeSpec, NetworkPort, NetworkPortSpec, PortPhase, RESOURCE_PREFIX,
 };
 use switchyard_tests::bins::workspace_binary;
 use switchyard_tests::cluster::{TestEnv, apply_crds, repo_root};
@@ -590,6 +591,73 @@ async fn each_agent_writes_only_its_own_nodes_objects() {
             };
             assert_names(&message, &[&agent, &expected]);
         }
+        // Its CNI server's pod ports: created and deleted for its own node only.
+        let pod_port = |name: &str, node: &str| {
+            let mut port = unlabelled_port(&env.namespace, name, &network, node, 60 + me);
+            port.metadata.labels =
+                Some([(LABEL_POD_UID.to_string(), format!("uid-{name}"))].into());
+            port.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: format!("launcher-{name}"),
+                uid: format!("uid-{name}"),
+                ..Default::default()
+            }]);
+            port
+        };
+        let own_pod_port = format!("pod-{mine}");
+        port_api
+            .create(&PostParams::default(), &pod_port(&own_pod_port, mine))
+            .await
+            .expect("an agent creates a pod's port for its own node");
+        port_api
+            .delete(&own_pod_port, &DeleteParams::default())
+            .await
+            .expect("an agent deletes its own node's pod port");
+        let message = refusal(
+            "a pod's port for another node",
+            port_api
+                .create(&PostParams::default(), &pod_port("pod-x", theirs))
+                .await,
+        );
+        assert_names(
+            &message,
+            &[
+                &agent,
+                &format!(
+                    "may create only its own node's ports: NetworkPort \"{}/pod-x\" has spec.node \"{theirs}\"",
+                    env.namespace
+                ),
+            ],
+        );
+        let message = refusal(
+            "a user's port on its own node",
+            port_api
+                .create(
+                    &PostParams::default(),
+                    &unlabelled_port(&env.namespace, "user-x", &network, mine, 70),
+                )
+                .await,
+        );
+        assert_names(
+            &message,
+            &[&agent, "may create only a pod's port for its CNI server"],
+        );
+        let message = refusal(
+            "deleting a user's port",
+            port_api.delete(&my_port, &DeleteParams::default()).await,
+        );
+        assert_names(
+            &message,
+            &[
+                &agent,
+                &format!(
+                    "NetworkPort \"{}/{my_port}\" is a user's port",
+                    env.namespace
+                ),
+            ],
+        );
+
         let node_status: Api<Node> = Api::all(client.clone());
         let resource =
             json!({"status": {"capacity": {format!("{RESOURCE_PREFIX}{network}"): "0"}}});

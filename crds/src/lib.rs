@@ -37,6 +37,21 @@ pub const NODE_LABEL_PREFIX: &str = "net.switchyard.dev/";
 pub const RESOURCE_PREFIX: &str = "switchyard.dev/";
 /// Finalizer the agent holds on a port until its link is gone.
 pub const PORT_FINALIZER: &str = "switchyard.dev/port-cleanup";
+/// Label on a pod's NetworkPort: the pod's UID. It marks the port as one the node agent's CNI
+/// server made for a pod on its node.
+pub const LABEL_POD_UID: &str = "switchyard.dev/cni-pod-uid";
+/// Annotation on a pod's NetworkPort: `CNI_CONTAINERID` (too long for a label).
+pub const ANNOTATION_CNI_CONTAINER_ID: &str = "switchyard.dev/cni-container-id";
+/// Annotation on a pod's NetworkPort: `CNI_IFNAME`.
+pub const ANNOTATION_CNI_IFNAME: &str = "switchyard.dev/cni-ifname";
+/// Annotation on a pod's NetworkPort: `CNI_NETNS`.
+pub const ANNOTATION_CNI_NETNS: &str = "switchyard.dev/cni-netns";
+/// The annotations the CNI server keeps on a pod's port, changed when a new sandbox adopts it.
+pub const CNI_ANNOTATIONS: [&str; 3] = [
+    ANNOTATION_CNI_CONTAINER_ID,
+    ANNOTATION_CNI_IFNAME,
+    ANNOTATION_CNI_NETNS,
+];
 /// Field manager of the controller's server-side applies.
 pub const CONTROLLER_MANAGER: &str = "switchyard-controller";
 

@@ -13,7 +13,12 @@
 //! - change its own `Node`'s status only in the `switchyard.dev/<network>` extended resources
 //!   of `status.capacity` and `status.allocatable`,
 //! - change the status of its own node's ports (`spec.node`), and of their metadata only its
-//!   finalizer `switchyard.dev/port-cleanup`; never a spec, and it creates no port.
+//!   finalizer `switchyard.dev/port-cleanup`; never a spec,
+//! - create a pod's port for its own node from its CNI server ([`pod_port_owner`]: labelled
+//!   with the pod's UID and owned by that Pod), and when a new sandbox of that pod adopts the
+//!   port, change the CNI annotations. The agent is its node's single allocator, so a port it
+//!   makes for its own node gives it no power over another node; the placement rules still
+//!   apply to the port as to any user's. It deletes only such ports of its own node.
 //!
 //! Anything else from the agents' ServiceAccount is refused with a message naming the node and
 //! the field. Other users are not concerned.
@@ -26,7 +31,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use serde_json::Value;
-use switchyard_crds::{NetworkPort, PORT_FINALIZER, RESOURCE_PREFIX};
+use switchyard_crds::{
+    CNI_ANNOTATIONS, LABEL_POD_UID, NetworkPort, PORT_FINALIZER, RESOURCE_PREFIX,
+};
 
 use super::fields::{changed as changed_fields, json};
 use super::{Decision, Denial};
@@ -200,10 +207,18 @@ pub fn review_port(
         port.name_any()
     );
     let Some(old) = old else {
-        return agent.refuse(format_args!(
-            "may not create NetworkPort \"{name}\" (spec.node \"{}\"): ports are created by their users",
-            port.spec.node
-        ));
+        if port.spec.node != agent.node {
+            return agent.refuse(format_args!(
+                "may create only its own node's ports: NetworkPort \"{name}\" has spec.node \"{}\"",
+                port.spec.node
+            ));
+        }
+        if pod_port_owner(port).is_none() {
+            return agent.refuse(format_args!(
+                "may create only a pod's port for its CNI server: NetworkPort \"{name}\" needs label {LABEL_POD_UID} and an ownerReference to the Pod of that UID; other ports are created by their users"
+            ));
+        }
+        return Decision::Allow;
     };
     for node in [&old.spec.node, &port.spec.node] {
         if *node != agent.node {
@@ -222,14 +237,62 @@ pub fn review_port(
             spec.join(", ")
         ));
     }
-    let metadata = changed_metadata(&old.metadata, &port.metadata, Some(PORT_FINALIZER));
+    let (old_meta, new_meta) = if pod_port_owner(old).is_some() {
+        (
+            without_cni_annotations(&old.metadata),
+            without_cni_annotations(&port.metadata),
+        )
+    } else {
+        (old.metadata.clone(), port.metadata.clone())
+    };
+    let metadata = changed_metadata(&old_meta, &new_meta, Some(PORT_FINALIZER));
     if !metadata.is_empty() {
         return agent.refuse(format_args!(
-            "may change of a port's metadata only its finalizer {PORT_FINALIZER}: {} of NetworkPort \"{name}\" changed",
+            "may change of a port's metadata only its finalizer {PORT_FINALIZER} (and a pod's port's CNI annotations): {} of NetworkPort \"{name}\" changed",
             metadata.join(", ")
         ));
     }
     Decision::Allow
+}
+
+/// An agent's delete of a `NetworkPort`: only a pod's port of its own node (its CNI server's
+/// DEL and sweep); a user's port is deleted by its user.
+pub fn review_port_delete(agent: &NodeAgent, port: &NetworkPort) -> Decision {
+    let name = format!(
+        "{}/{}",
+        port.namespace().unwrap_or_default(),
+        port.name_any()
+    );
+    if port.spec.node != agent.node {
+        return agent.refuse(format_args!(
+            "may delete only its own node's ports: NetworkPort \"{name}\" has spec.node \"{}\"",
+            port.spec.node
+        ));
+    }
+    if pod_port_owner(port).is_none() {
+        return agent.refuse(format_args!(
+            "may delete only the pods' ports its CNI server made: NetworkPort \"{name}\" is a user's port"
+        ));
+    }
+    Decision::Allow
+}
+
+/// The Pod (name, UID) a pod's port belongs to: the port carries label [`LABEL_POD_UID`] and
+/// an ownerReference to a Pod of that UID.
+pub fn pod_port_owner(port: &NetworkPort) -> Option<(&str, &str)> {
+    let uid = port.labels().get(LABEL_POD_UID)?;
+    port.owner_references()
+        .iter()
+        .find(|owner| owner.kind == "Pod" && owner.api_version == "v1" && owner.uid == *uid)
+        .map(|owner| (owner.name.as_str(), owner.uid.as_str()))
+}
+
+fn without_cni_annotations(meta: &ObjectMeta) -> ObjectMeta {
+    let mut meta = meta.clone();
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| !CNI_ANNOTATIONS.contains(&key.as_str()));
+    }
+    meta
 }
 
 /// An agent's update of a `Node`'s status: its own Node's, and in it only the

@@ -689,9 +689,31 @@ async fn create_or_adopt_port(
                     record.pod_namespace, record.pod_name
                 )));
             }
+            // A port's spec is fixed once created (the webhook refuses changes): a new sandbox
+            // asking for other settings waits until the old port is gone.
+            let same_spec = existing.spec.mac == record.mac
+                && existing.spec.network == record.network
+                && existing.spec.portgroup == call.config.portgroup;
+            if !same_spec {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: existing.uid(),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                api.delete(&record.port_name, &params)
+                    .await
+                    .map_err(|error| {
+                        api_error(&format!("replacing {}", record.port_name), &error)
+                    })?;
+                return Err(CniError::try_again(format!(
+                    "{what}: an earlier sandbox's port of that name has other settings \
+                     (network, portgroup or MAC); it is being deleted, try again"
+                )));
+            }
             let patch = serde_json::json!({
                 "metadata": {"annotations": cni_annotations(record)},
-                "spec": {"mac": record.mac, "network": record.network, "portgroup": call.config.portgroup},
             });
             let adopted = api
                 .patch(

@@ -58,14 +58,11 @@ use tracing::{info, warn};
 use crate::agent::Context;
 use records::{Record, RecordStore};
 
-/// Label on a pod's NetworkPort: the pod's UID. It marks the port as the CNI server's.
-pub const LABEL_POD_UID: &str = "switchyard.dev/cni-pod-uid";
-/// Annotation on a pod's NetworkPort: `CNI_CONTAINERID` (too long for a label).
-pub const ANNOTATION_CONTAINER_ID: &str = "switchyard.dev/cni-container-id";
-/// Annotation on a pod's NetworkPort: `CNI_IFNAME`.
-pub const ANNOTATION_IFNAME: &str = "switchyard.dev/cni-ifname";
-/// Annotation on a pod's NetworkPort: `CNI_NETNS`.
-pub const ANNOTATION_NETNS: &str = "switchyard.dev/cni-netns";
+pub use switchyard_crds::{
+    ANNOTATION_CNI_CONTAINER_ID as ANNOTATION_CONTAINER_ID,
+    ANNOTATION_CNI_IFNAME as ANNOTATION_IFNAME, ANNOTATION_CNI_NETNS as ANNOTATION_NETNS,
+    LABEL_POD_UID,
+};
 
 /// Whether a port is a pod interface the CNI server made (the port controller leaves those
 /// alone: their links live in pod namespaces).

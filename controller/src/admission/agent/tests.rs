@@ -1,6 +1,7 @@
 use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use switchyard_crds::NetworkPortSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use switchyard_crds::{ANNOTATION_CNI_CONTAINER_ID, NetworkPortSpec};
 
 use super::*;
 
@@ -201,10 +202,73 @@ fn an_agent_changes_its_own_ports_status_and_its_finalizer_only() {
     unfinalized.metadata.finalizers = None;
     assert!(message_of(&unfinalized).contains("metadata.finalizers of NetworkPort"));
 
-    // It creates no port, even on its node.
+    // It creates no user's port, even on its node.
+    assert!(message(review_port(&a, None, &old, None)).contains(
+        "may create only a pod's port for its CNI server: NetworkPort \"vms/p1\" needs label"
+    ));
+}
+
+fn pod_port(node: &str, owner_uid: &str) -> NetworkPort {
+    let mut port = port(node);
+    port.metadata.labels = Some([(LABEL_POD_UID.to_string(), "uid-1".to_string())].into());
+    port.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: "vm-launcher".into(),
+        uid: owner_uid.into(),
+        ..Default::default()
+    }]);
+    port.metadata.annotations =
+        Some([(ANNOTATION_CNI_CONTAINER_ID.to_string(), "c1".to_string())].into());
+    port
+}
+
+#[test]
+fn an_agent_creates_pod_ports_for_its_own_node_only() {
+    let a = agent_on("a");
+    assert_eq!(
+        review_port(&a, None, &pod_port("a", "uid-1"), None),
+        Decision::Allow
+    );
     assert!(
-        message(review_port(&a, None, &old, None))
-            .contains("may not create NetworkPort \"vms/p1\" (spec.node \"a\")")
+        message(review_port(&a, None, &pod_port("b", "uid-1"), None)).contains(
+            "may create only its own node's ports: NetworkPort \"vms/p1\" has spec.node \"b\""
+        )
+    );
+    // The owner must be the Pod the label names.
+    assert!(
+        message(review_port(&a, None, &pod_port("a", "uid-2"), None))
+            .contains("needs label switchyard.dev/cni-pod-uid")
+    );
+
+    // A new sandbox of the pod changes the CNI annotations; other annotations stay fixed.
+    let old = pod_port("a", "uid-1");
+    let mut adopted = old.clone();
+    adopted
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(ANNOTATION_CNI_CONTAINER_ID.into(), "c2".into());
+    assert_eq!(review_port(&a, None, &adopted, Some(&old)), Decision::Allow);
+    adopted
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("example.com/other".into(), "x".into());
+    assert!(
+        message(review_port(&a, None, &adopted, Some(&old)))
+            .contains("metadata.annotations of NetworkPort \"vms/p1\" changed")
+    );
+    // A user's port gets no such leeway.
+    let user_port = port("a");
+    let mut annotated = user_port.clone();
+    annotated.metadata.annotations =
+        Some([(ANNOTATION_CNI_CONTAINER_ID.to_string(), "c1".to_string())].into());
+    assert!(
+        message(review_port(&a, None, &annotated, Some(&user_port)))
+            .contains("metadata.annotations")
     );
 }
 
@@ -266,4 +330,22 @@ fn an_agent_changes_only_its_own_nodes_switchyard_resources() {
         .unwrap()
         .insert("net.switchyard.dev/vepa".into(), "true".into());
     assert!(message(review_node_status(&a, &labelled, &old)).contains("metadata.labels of Node"));
+}
+
+#[test]
+fn an_agent_deletes_only_its_own_nodes_pod_ports() {
+    let a = agent_on("a");
+    assert_eq!(
+        review_port_delete(&a, &pod_port("a", "uid-1")),
+        Decision::Allow
+    );
+    assert!(
+        message(review_port_delete(&a, &pod_port("b", "uid-1"))).contains(
+            "may delete only its own node's ports: NetworkPort \"vms/p1\" has spec.node \"b\""
+        )
+    );
+    assert!(
+        message(review_port_delete(&a, &port("a")))
+            .contains("NetworkPort \"vms/p1\" is a user's port")
+    );
 }
