@@ -10,10 +10,10 @@ source scripts/lib.sh
 
 plugin="kubectl-switchyard"
 # What the plugin's binary links: normal dependencies only, each package and feature once.
-packages="$(cargo tree --locked -p "$plugin" -e normal --prefix none --format '{p}')"
+linked="$(cargo tree --locked -p "$plugin" -e normal --prefix none --format '{p}')"
 features="$(cargo tree --locked -p "$plugin" -e features,normal --prefix none --format '{p}')"
 
-banned="$(grep -E '^(axum|axum-core|switchyard-controller) ' <<<"$packages" | sort -u || true)"
+banned="$(grep -E '^(axum|axum-core|switchyard-controller) ' <<<"$linked" | sort -u || true)"
 [ -z "$banned" ] || die "$plugin depends on $(tr '\n' ' ' <<<"$banned")— the plugin must not link the controller or a server (cargo tree -p $plugin -e normal -i <crate> shows why)"
 if grep -qE '^hyper feature "server"' <<<"$features"; then
   die "$plugin turns on hyper's \"server\" feature (cargo tree -p $plugin -e features,normal -i hyper shows who)"
