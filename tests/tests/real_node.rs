@@ -617,8 +617,10 @@ async fn the_chart_runs_on_the_real_node_with_its_own_permissions_and_uninstalls
     );
 }
 
-/// The node's `net.switchyard.dev/*` labels and `switchyard.dev/*` capacity and allocatable
-/// entries, as `label:`, `capacity:` and `allocatable:` followed by the name.
+/// The node's `net.switchyard.dev/*` labels and nonzero `switchyard.dev/*` capacity and
+/// allocatable entries, as `label:`, `capacity:` and `allocatable:` followed by the name. A
+/// zero counts as gone: once a device plugin stops, the kubelet itself shows its resource at 0
+/// until its grace period (5 minutes) is over, then drops it.
 async fn switchyard_marks(env: &TestEnv, node: &str) -> Vec<String> {
     let node = Api::<Node>::all(env.client.clone())
         .get(node)
@@ -641,7 +643,7 @@ async fn switchyard_marks(env: &TestEnv, node: &str) -> Vec<String> {
             resources
                 .into_iter()
                 .flatten()
-                .filter(|(name, _)| name.starts_with(RESOURCE_PREFIX))
+                .filter(|(name, count)| name.starts_with(RESOURCE_PREFIX) && count.0 != "0")
                 .map(|(name, _)| format!("{what}:{name}")),
         );
     }
