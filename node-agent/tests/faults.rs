@@ -593,6 +593,15 @@ fn api_code(error: &kube::Error) -> Option<u16> {
     }
 }
 
+/// A 404 that names the object: it is gone. A restarted apiserver also answers 404 — without
+/// naming anything — for a custom resource whose CRD it has not loaded again yet, and treating
+/// that as "already deleted" would leave the port behind.
+fn object_not_found(error: &kube::Error, name: &str) -> bool {
+    matches!(error, kube::Error::Api(status)
+        if status.code == 404
+            && status.details.as_ref().is_some_and(|details| details.name == name))
+}
+
 /// A private control plane whose apiserver is killed for five seconds while ports are being
 /// created and deleted, then started again on the same port and etcd: the agent and the
 /// controller (same processes throughout) reconnect, every request goes through on retry, and
@@ -671,7 +680,7 @@ async fn agent_and_controller_converge_after_an_apiserver_restart() {
                             until_done(
                                 &format!("deleting {name}"),
                                 &failures,
-                                |e| api_code(e) == Some(404),
+                                |e| object_not_found(e, &name),
                                 || api.delete(&name, &delete),
                             )
                             .await
