@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use switchyard_crds::{Condition, ConditionStatus, Network, NetworkStatus, UnreadyNode};
 
 use switchyard_placement::index::Index;
-use switchyard_placement::realisation::selects;
+use switchyard_placement::readiness::{NotReady, network_on_node};
 
 /// At most this many unready nodes are listed in a status; the `Ready` condition counts them
 /// all. Keeps a network that is broken on a thousand nodes readable.
@@ -37,54 +37,35 @@ pub fn network_status(
     };
     let mut unready = Vec::new();
     let mut free_per_node = Vec::new();
-    let mut nodes: Vec<(&String, _)> = index
-        .nodes()
-        .filter(|(_, info)| selects(&network.spec, &info.labels))
-        .collect();
-    nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (node, info) in nodes {
+    let mut nodes: Vec<&String> = index.nodes().map(|(node, _)| node).collect();
+    nodes.sort_unstable();
+    for node in nodes {
+        // A cordoned node still serves the ports it has, so it counts as serving here; only
+        // the migration check refuses it as a target.
+        let readiness = network_on_node(index, network, node);
+        if matches!(&readiness, Err(problems) if problems.first() == Some(&NotReady::NotSelected)) {
+            continue;
+        }
         status.nodes_selected += 1;
-        let agent = index.agent(node);
-        let served = agent.and_then(|a| a.networks.get(&name));
-        let problem = if !info.ready {
-            Some(("NodeNotReady".to_string(), info.not_ready_reason.clone()))
-        } else {
-            match (agent, served) {
-                (None, _) => Some((
-                    "NoAgent".to_string(),
-                    "no switchyard agent reports for this node".to_string(),
-                )),
-                (Some(agent), _) if !agent.ready => {
-                    Some(("AgentNotReady".to_string(), agent.not_ready_reason.clone()))
-                }
-                (Some(_), None) => Some((
-                    "NotReported".to_string(),
-                    "the node's agent has not reported this network yet".to_string(),
-                )),
-                (Some(_), Some(served)) if !served.ready => Some((
-                    served
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "NotReady".to_string()),
-                    served.message.clone().unwrap_or_default(),
-                )),
-                (Some(_), Some(_)) => None,
-            }
-        };
-        match (problem, served) {
-            (None, Some(served)) => {
+        match readiness {
+            Ok(served) => {
                 status.nodes_ready += 1;
                 status.capacity_total += served.capacity;
                 status.capacity_used += served.used;
                 status.capacity_free += served.free;
                 free_per_node.push(format!("{node}={}", served.free));
             }
-            (Some((reason, message)), _) => unready.push(UnreadyNode {
-                node: node.clone(),
-                reason,
-                message,
-            }),
-            (None, None) => unreachable!("a node without the network always has a problem"),
+            Err(problems) => {
+                // The most fundamental reason; the node's own NetworkNode has the rest.
+                let first = problems
+                    .first()
+                    .expect("a network not ready on a node has a reason");
+                unready.push(UnreadyNode {
+                    node: node.clone(),
+                    reason: first.reason().to_string(),
+                    message: first.message(node, &name),
+                });
+            }
         }
     }
     status.nodes_ready_summary = Some(format!("{}/{}", status.nodes_ready, status.nodes_selected));
@@ -262,7 +243,8 @@ pub fn status_events(previous: Option<&NetworkStatus>, next: &NetworkStatus) -> 
         events.push(StatusEvent {
             warning: true,
             reason: u.reason.clone(),
-            note: format!("node {} cannot serve the network: {}", u.node, u.message),
+            // The message names the node and the reason.
+            note: u.message.clone(),
         });
     }
     if newly_unready.len() > MAX_NODE_EVENTS {

@@ -323,7 +323,7 @@ async fn a_check_over_three_nodes_gives_each_its_verdict_via_the_resource_and_th
         event
             .message
             .unwrap_or_default()
-            .contains(&format!("node {fine} cannot serve the network"))
+            .contains(&format!("is not ready on node \"{fine}\": DeviceMissing"))
     );
 
     // The check's latency is measured.

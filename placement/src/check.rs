@@ -20,7 +20,7 @@ use switchyard_libvirt::merge::{Connection, PortError, PortRequest, effective_po
 use crate::exclusive::port_is_exclusive;
 use crate::index::Index;
 use crate::ledger::DeviceLoad;
-use crate::realisation::selects;
+use crate::readiness::{NotReady, network_on_node, node_problems};
 use crate::report::{bridge_limit, bridge_room};
 
 /// One guest interface to place.
@@ -158,102 +158,55 @@ fn reason(interface: Option<&str>, code: ReasonCode, message: String) -> Ineligi
     }
 }
 
-/// Whether the planned interfaces fit on one node, and every reason they do not.
+/// Whether the planned interfaces fit on one node, and every reason they do not: the node's
+/// own ([`node_problems`]), a cordon, those of each network ([`network_on_node`]), then
+/// capacity.
 pub fn check_node(index: &Index, plan: &Plan<'_>, node: &str) -> NodeVerdict {
     let mut reasons = Vec::new();
-    let Some(info) = index.node(node) else {
-        reasons.push(reason(
-            None,
-            ReasonCode::NodeNotFound,
-            format!("node \"{node}\" does not exist"),
-        ));
+    let node_wide = node_problems(index, node);
+    for problem in &node_wide {
+        reasons.push(reason(None, problem.code(), problem.message(node, "")));
+    }
+    if node_wide.contains(&NotReady::NodeNotFound) {
         reasons.extend(plan.everywhere.iter().cloned());
         return verdict(node, reasons);
-    };
-    if !info.ready {
-        reasons.push(reason(
-            None,
-            ReasonCode::NodeNotReady,
-            format!("node \"{node}\" is not ready: {}", info.not_ready_reason),
-        ));
     }
-    if info.unschedulable {
-        reasons.push(reason(
-            None,
-            ReasonCode::NodeNotReady,
-            format!("node \"{node}\" is cordoned (spec.unschedulable)"),
-        ));
-    }
-    let agent = index.agent(node);
-    match agent {
-        None => reasons.push(reason(
-            None,
-            ReasonCode::NodeNotReady,
-            format!("no switchyard agent reports for node \"{node}\" (no NetworkNode \"{node}\")"),
-        )),
-        Some(agent) if !agent.ready => reasons.push(reason(
-            None,
-            ReasonCode::NodeNotReady,
-            format!(
-                "the switchyard agent on node \"{node}\" is not ready: {}",
-                agent.not_ready_reason
-            ),
-        )),
-        Some(_) => {}
+    if let Some(why) = not_a_migration_target(index, node) {
+        reasons.push(why);
     }
     reasons.extend(plan.everywhere.iter().cloned());
 
     for demand in &plan.demands {
-        if !selects(&demand.network.spec, &info.labels) {
-            for label in demand.labels() {
-                reasons.push(reason(
-                    Some(label),
-                    ReasonCode::NetworkNotOnNode,
-                    format!(
-                        "network \"{}\" is not available on node \"{node}\": its nodeSelector does not match the node's labels",
-                        demand.name
-                    ),
-                ));
+        match network_on_node(index, demand.network, node) {
+            Ok(state) => capacity_reasons(node, demand, state, &mut reasons),
+            Err(problems) => {
+                // The node-wide reasons above say those once, for every interface.
+                for problem in problems.iter().filter(|p| !p.node_wide()) {
+                    for label in demand.labels() {
+                        reasons.push(reason(
+                            Some(label),
+                            problem.code(),
+                            problem.message(node, demand.name),
+                        ));
+                    }
+                }
             }
-            continue;
         }
-        // Without an agent the node-wide reason above says it all.
-        let Some(agent) = agent else { continue };
-        let Some(state) = agent.networks.get(demand.name) else {
-            for label in demand.labels() {
-                reasons.push(reason(
-                    Some(label),
-                    ReasonCode::NetworkNotReady,
-                    format!(
-                        "the agent on node \"{node}\" does not report network \"{}\" yet",
-                        demand.name
-                    ),
-                ));
-            }
-            continue;
-        };
-        if !state.ready {
-            let why = match (&state.reason, &state.message) {
-                (Some(r), Some(m)) => format!("{r}: {m}"),
-                (Some(r), None) => r.clone(),
-                (None, Some(m)) => m.clone(),
-                (None, None) => "the agent gives no reason".to_string(),
-            };
-            for label in demand.labels() {
-                reasons.push(reason(
-                    Some(label),
-                    ReasonCode::NetworkNotReady,
-                    format!(
-                        "network \"{}\" is not ready on node \"{node}\": {why}",
-                        demand.name
-                    ),
-                ));
-            }
-            continue;
-        }
-        capacity_reasons(node, demand, state, &mut reasons);
     }
     verdict(node, reasons)
+}
+
+/// A rule of the migration check only: a cordoned node (`spec.unschedulable`) takes no new
+/// pod, so no migrating VM, although it still serves the ports it has (the Network status
+/// counts it as serving).
+fn not_a_migration_target(index: &Index, node: &str) -> Option<IneligibleReason> {
+    index.node(node).filter(|info| info.unschedulable).map(|_| {
+        reason(
+            None,
+            ReasonCode::NodeNotReady,
+            format!("node \"{node}\" is cordoned (spec.unschedulable)"),
+        )
+    })
 }
 
 fn verdict(node: &str, reasons: Vec<IneligibleReason>) -> NodeVerdict {

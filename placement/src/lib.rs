@@ -8,6 +8,8 @@
 //! - [`kernel`]: the kernel's limits these rules count with;
 //! - [`port_key`]: how a port is named in logs, conditions and holders;
 //! - [`index`]: the cluster's networks, nodes, agent reports and ports, by name;
+//! - [`readiness`]: whether a network is ready on a node, and every reason it is not (the
+//!   Network status and the migration check);
 //! - [`check`]: whether guest interfaces fit on candidate nodes now (the migration check,
 //!   also the admission webhook's placement verdict for a new port);
 //! - [`node_marks`]: the labels and extended resources switchyard keeps on Nodes.
@@ -21,6 +23,7 @@ pub mod kernel;
 pub mod ledger;
 pub mod node_marks;
 pub mod port_key;
+pub mod readiness;
 pub mod realisation;
 pub mod report;
 

@@ -125,7 +125,19 @@ fn status_counts_selected_and_ready_nodes_and_sums_their_capacity() {
             ("e", "NodeNotReady")
         ]
     );
-    assert_eq!(status.unready_nodes[0].message, "eth2 is absent");
+    let messages: Vec<&str> = status
+        .unready_nodes
+        .iter()
+        .map(|u| u.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "network \"sriov\" is not ready on node \"c\": DeviceMissing: eth2 is absent",
+            "no switchyard agent reports for node \"d\" (no NetworkNode \"d\")",
+            "node \"e\" is not ready: Ready is False",
+        ]
+    );
 
     let ready = &status.conditions[0];
     assert_eq!(
@@ -192,7 +204,7 @@ fn invalid_spec_and_no_ready_node_are_conditions_and_warnings() {
     );
     assert_eq!(
         events[2].note,
-        "node a cannot serve the network: eth2 is absent"
+        "network \"sriov\" is not ready on node \"a\": DeviceMissing: eth2 is absent"
     );
 }
 
@@ -252,4 +264,15 @@ fn free_per_node_names_the_first_nodes_and_counts_the_rest() {
     assert!(free.ends_with("n19=1 and 3 more"), "{free}");
     let none = network_status(&network(), &Index::new(), &[], None, T0);
     assert_eq!(none.free_per_node.as_deref(), Some("no ready node"));
+}
+
+#[test]
+fn a_cordoned_node_still_serves_the_network() {
+    let mut index = cluster();
+    let mut cordoned = node(true, true);
+    cordoned.unschedulable = true;
+    index.upsert_node("a", cordoned);
+    let status = network_status(&network(), &index, &[], None, T0);
+    assert_eq!(status.nodes_ready, 2);
+    assert!(status.unready_nodes.iter().all(|u| u.node != "a"));
 }

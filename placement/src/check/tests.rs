@@ -261,7 +261,8 @@ fn node_and_agent_readiness_are_reported_node_wide() {
         ]
     );
     assert!(verdicts[0].reasons[0].message.contains("KubeletNotReady"));
-    assert!(verdicts[0].reasons[1].message.contains("cordoned"));
+    assert!(verdicts[0].reasons[1].message.contains("no NetworkNode"));
+    assert!(verdicts[0].reasons[2].message.contains("cordoned"));
     assert_eq!(codes(&verdicts[1]), [ReasonCode::NodeNotReady]);
     assert!(verdicts[1].reasons[0].message.contains("no NetworkNode"));
     assert_eq!(
