@@ -21,8 +21,10 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(bytes)
 }
 
-/// libvirt's canonical spelling of a MAC address: lower case, two digits per byte.
-pub fn format_mac(bytes: [u8; 6]) -> String {
+/// libvirt's canonical spelling of a MAC address: lower case, two digits per byte, `:`
+/// between them. Takes any length, as the kernel's link addresses come (six bytes for
+/// Ethernet).
+pub fn format_mac(bytes: &[u8]) -> String {
     bytes
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -147,9 +149,9 @@ mod tests {
     #[test]
     fn macs_are_lower_cased_and_padded() {
         let mac = parse_mac("52:54:00:E6:A2:C9").unwrap();
-        assert_eq!(format_mac(mac), "52:54:00:e6:a2:c9");
+        assert_eq!(format_mac(&mac), "52:54:00:e6:a2:c9");
         assert_eq!(
-            format_mac(parse_mac("2:4:0:e:a:c").unwrap()),
+            format_mac(&parse_mac("2:4:0:e:a:c").unwrap()),
             "02:04:00:0e:0a:0c"
         );
         for bad in [

@@ -176,7 +176,8 @@ pub(super) fn network(name: &str, spec: &NetworkSpec) -> String {
         w.empty("mtu", &[("size", number(Some(mtu)))]);
     }
     if let Some(mac) = &spec.mac {
-        let canonical = values::parse_mac(mac).map_or_else(|| mac.clone(), values::format_mac);
+        let canonical =
+            values::parse_mac(mac).map_or_else(|| mac.clone(), |b| values::format_mac(&b));
         w.empty("mac", &[("address", Some(canonical))]);
     }
     if let Some(domain) = &spec.domain {

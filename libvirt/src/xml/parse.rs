@@ -102,7 +102,8 @@ pub(super) fn network(root: &Element, source: &str) -> Result<(String, NetworkSp
         mac.only_children(&[])?;
         let address = mac.required("address")?;
         spec.mac = Some(
-            values::parse_mac(address).map_or_else(|| address.to_string(), values::format_mac),
+            values::parse_mac(address)
+                .map_or_else(|| address.to_string(), |b| values::format_mac(&b)),
         );
     }
     if let Some(domain) = node.child("domain")? {

@@ -23,13 +23,14 @@ use switchyard_crds::{
 use switchyard_libvirt::merge::{EffectivePort, PortRequest, effective_port};
 use tracing::{info, warn};
 
-use super::naming::{derived_mac, host_link_name, ifindex_candidate, mac_bytes, port_name};
+use super::naming::{derived_mac, host_link_name, ifindex_candidate, port_name};
 use super::records::{NetnsId, Phase, Record};
 use super::{
     ANNOTATION_CONTAINER_ID, ANNOTATION_IFNAME, ANNOTATION_NETNS, Cni, LABEL_POD_UID, sweep,
 };
 use crate::device_plugin::slots::{is_slot, resource_name, unused_slot};
 use crate::netlink::{PodLinkError, PodMacvtapRequest, PodNamespace, PodVethRequest};
+use switchyard_libvirt::values::{format_mac, parse_mac};
 use switchyard_placement::PortKey;
 use switchyard_placement::ledger::{AllocationError, Holding, PoolMember, Sharing};
 use switchyard_placement::realisation::{RealisationKind, realise};
@@ -299,11 +300,11 @@ async fn add(cni: &Cni, call: &Call) -> Result<Value, CniError> {
     spawn_status(cni, &record, &placement.effective);
     let mut interfaces = Vec::new();
     if let Some(host) = &record.host_link {
-        let mut host_mac = mac_bytes(&record.mac).unwrap_or_default();
+        let mut host_mac = parse_mac(&record.mac).unwrap_or_default();
         host_mac[0] = 0xfe;
         interfaces.push(Interface {
             name: host.clone(),
-            mac: crate::cni::naming::format_mac(&host_mac),
+            mac: format_mac(&host_mac),
             mtu: record.mtu,
             sandbox: String::new(),
         });
@@ -352,7 +353,7 @@ async fn make(
     let links = cni.ctx.link_manager();
     let key = PortKey::new(record.pod_namespace.clone(), record.port_name.clone());
     let mac =
-        mac_bytes(&record.mac).ok_or_else(|| refused(format!("invalid MAC {}", record.mac)))?;
+        parse_mac(&record.mac).ok_or_else(|| refused(format!("invalid MAC {}", record.mac)))?;
     let device = match &placement.kind {
         PlacementKind::Macvtap { pool, sharing, .. } => {
             let pool: Vec<&str> = pool.iter().map(String::as_str).collect();

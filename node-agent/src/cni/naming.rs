@@ -1,5 +1,7 @@
 //! The names, MAC addresses and ifindexes the CNI server derives. Pure.
 
+use switchyard_libvirt::values::format_mac;
+
 /// FNV-1a, 64 bits: stable across versions and platforms, which `std`'s hasher is not.
 fn fnv1a(parts: &[&str]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -64,28 +66,10 @@ pub fn ifindex_candidate(container_id: &str, ifname: &str, attempt: u32) -> u32 
     IFINDEX_BASE + (hash % u64::from(IFINDEX_SPAN)) as u32
 }
 
-/// Parses a MAC address already checked by [`switchyard_cni::call::check_mac`].
-pub fn mac_bytes(mac: &str) -> Option<[u8; 6]> {
-    let mut bytes = [0u8; 6];
-    let mut parts = mac.split(':');
-    for byte in &mut bytes {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(bytes)
-}
-
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(bytes: &[u8; 6]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_libvirt::values::parse_mac;
 
     #[test]
     fn derived_macs_are_stable_unicast_and_local() {
@@ -94,13 +78,13 @@ mod tests {
         assert_eq!(mac, derived_mac(uid, "net1"), "stable");
         // The value itself is pinned: a change would give every migrating VM a new MAC.
         assert_eq!(mac, "ae:d9:62:ed:90:35");
-        let first = mac_bytes(&mac).unwrap()[0];
+        let first = parse_mac(&mac).unwrap()[0];
         assert_eq!(first & 0x01, 0, "unicast");
         assert_eq!(first & 0x02, 0x02, "locally administered");
         assert_ne!(mac, derived_mac(uid, "net2"), "per interface");
         assert_ne!(mac, derived_mac("another-uid", "net1"), "per owner");
         for i in 0..1000 {
-            let first = mac_bytes(&derived_mac(&format!("uid-{i}"), "net1")).unwrap()[0];
+            let first = parse_mac(&derived_mac(&format!("uid-{i}"), "net1")).unwrap()[0];
             assert_eq!(first & 0x03, 0x02, "uid-{i}");
         }
     }
@@ -143,15 +127,5 @@ mod tests {
         assert!(name.starts_with("swc"));
         assert_ne!(name, host_link_name("c1", "net2"));
         assert_ne!(name, host_link_name("c2", "net1"));
-    }
-
-    #[test]
-    fn macs_parse() {
-        assert_eq!(
-            mac_bytes("02:aa:00:10:ff:01"),
-            Some([2, 0xaa, 0, 0x10, 0xff, 1])
-        );
-        assert_eq!(mac_bytes("02:aa:00:10:ff"), None);
-        assert_eq!(mac_bytes("02:aa:00:10:ff:01:02"), None);
     }
 }

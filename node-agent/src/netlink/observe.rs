@@ -12,8 +12,9 @@ use switchyard_placement::kernel::fits_ifname;
 use tracing::warn;
 
 use super::dump::Dump;
-use super::{LinkManager, NetlinkError, format_mac, macvtap};
+use super::{LinkManager, NetlinkError, macvtap};
 use crate::ownership::{LinkGroups, LinkRef, OwnedLink, OwnedLinkKind, has_owned_prefix};
+use switchyard_libvirt::values::format_mac;
 
 /// A pool device or bridge as the kernel shows it, in the form the report reads.
 pub use switchyard_placement::report::DeviceState;

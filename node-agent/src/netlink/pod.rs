@@ -353,7 +353,9 @@ fn pod_link(message: &LinkMessage) -> PodLink {
     };
     for attribute in &message.attributes {
         match attribute {
-            LinkAttribute::Address(bytes) => link.mac = Some(super::format_mac(bytes)),
+            LinkAttribute::Address(bytes) => {
+                link.mac = Some(switchyard_libvirt::values::format_mac(bytes))
+            }
             LinkAttribute::Mtu(mtu) => link.mtu = Some(*mtu),
             _ => {}
         }

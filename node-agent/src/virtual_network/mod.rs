@@ -376,7 +376,7 @@ impl VirtualNetworks {
             forwarding.ipv6 |= plan.forwarding.ipv6;
             let mut state = VirtualNetworkState {
                 bridge: plan.bridge.clone(),
-                mac: plan::format_mac(&plan.mac),
+                mac: switchyard_libvirt::values::format_mac(&plan.mac),
                 realised: true,
                 checksum_fix_missing: applied.checksum.get(&plan.bridge).cloned().flatten(),
                 ..Default::default()
@@ -560,7 +560,7 @@ impl VirtualNetworks {
 fn failed(plan: &VirtualNetworkPlan, error: String) -> VirtualNetworkState {
     VirtualNetworkState {
         bridge: plan.bridge.clone(),
-        mac: plan::format_mac(&plan.mac),
+        mac: switchyard_libvirt::values::format_mac(&plan.mac),
         error: Some(error),
         ..Default::default()
     }

@@ -176,14 +176,6 @@ pub fn network_of_alias(alias: &str) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
-/// The MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// The plan of `network` on this node; `network` must be [`is_virtual`].
 pub fn plan(network: &Network, layout: &Layout) -> Result<VirtualNetworkPlan, PlanError> {
     let name = network
@@ -201,7 +193,7 @@ pub fn plan(network: &Network, layout: &Layout) -> Result<VirtualNetworkPlan, Pl
     let forward_delay = bridge.delay.unwrap_or(0);
     let spec = &network.spec;
     let mac = match &spec.mac {
-        Some(text) => parse_mac(text)
+        Some(text) => values::parse_mac(text)
             .ok_or_else(|| PlanError::Field(format!("spec.mac: '{text}' is not a MAC address")))?,
         None => derived_mac(&uid),
     };
@@ -360,19 +352,6 @@ pub fn parse_leases(text: &str) -> Vec<LeaseEntry> {
             })
         })
         .collect()
-}
-
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 /// FNV-1a, 64 bits: stable across processes and builds (the std hasher is seeded randomly).
