@@ -95,9 +95,22 @@ async fn extended_resources_follow_the_networks_the_node_is_ready_for() {
     })
     .await;
 
+    // The agent counts a write once the apiserver has answered it, which can be after the
+    // Node shows the resource here: wait for the advertising writes to be counted first.
+    let start = Instant::now();
+    let before = loop {
+        let counted = writes(&node);
+        if counted.0 >= 1 && counted.1 >= 1 {
+            break counted;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the writes that advertised the resource were never counted: {counted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     // The agent reports every second (the harness's interval): several reports with nothing
     // changed must write neither the Node nor the NetworkNode.
-    let before = writes(&node);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         writes(&node),
