@@ -1095,13 +1095,8 @@ async fn a_vm_pod_gets_its_macvtap_from_switchyard_cni_and_its_tap_device_from_t
     install_chart_with(
         &env,
         &cluster,
-        // The webhook (since "each node agent writes only its own node's objects") refuses
-        // an agent's creation of a port, the pod interfaces' ports included; until it admits
-        // those, this test runs without it.
-        &[
-            format!("cni.netnsDir={}", netns_dir.display()),
-            "webhook.enabled=false".into(),
-        ],
+        // With the chart's webhook: it must admit the agent's own pod-interface ports.
+        &[format!("cni.netnsDir={}", netns_dir.display())],
     );
     wait_default_service_account(&env, Duration::from_secs(60)).await;
     let probe = tap_probe_image(&switchyard_tests::bins::workspace_binary("tap-probe"))
