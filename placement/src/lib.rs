@@ -2,6 +2,8 @@
 //! admission webhook and the kubectl plugin all decide the same way.
 //!
 //! - [`realisation`]: what a `Network` is on one node, from its spec and the node's labels;
+//! - [`coexistence`]: which networks cannot share a node (one bridge, overlapping subnets),
+//!   and which of them the node keeps;
 //! - [`exclusive`]: which ports need a pool device of their own (libvirt's rule);
 //! - [`ledger`]: who holds which device on a node, and which device a new port gets;
 //! - [`report`]: what a node reports per network: devices, capacity, used, free;
@@ -17,6 +19,7 @@
 //! Pure: no kube client, no netlink, no clock. Callers bring what they observed.
 
 pub mod check;
+pub mod coexistence;
 pub mod exclusive;
 pub mod index;
 pub mod kernel;

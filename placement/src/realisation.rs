@@ -74,6 +74,26 @@ fn node_group<'a>(
         .find(|group| group.node_selector.matches(labels))
 }
 
+/// The spec field naming a network's bridge on a node with these labels: the first matching
+/// node group's `bridge` when it sets one (host-bridge networks only: a virtual network's
+/// bridge is the same on every node), else `spec.bridge.name`.
+pub(crate) fn bridge_field(
+    spec: &NetworkSpec,
+    labels: &BTreeMap<String, String>,
+    is_virtual: bool,
+) -> String {
+    let group = spec
+        .node_groups
+        .iter()
+        .position(|group| group.node_selector.matches(labels));
+    match group {
+        Some(i) if !is_virtual && spec.node_groups[i].bridge.is_some() => {
+            format!("spec.nodeGroups[{i}].bridge")
+        }
+        _ => "spec.bridge.name".to_string(),
+    }
+}
+
 /// A network's device pool on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum NodePool<'a> {
