@@ -524,3 +524,152 @@ async fn isolated_nat_route_and_open_networks_serve_guests_and_survive_a_sigkill
     drop(node);
     drop(uplink);
 }
+
+/// The node's report entry for `network`.
+fn entry<'a>(status: &'a NetworkNodeStatus, network: &str) -> Option<&'a NodeNetwork> {
+    status.networks.iter().find(|n| n.name == network)
+}
+
+/// Hostile networks: a newer network whose subnet overlaps a running one, and a newer network
+/// naming the running one's bridge, are refused on the node (`NetworkConflict`, naming both)
+/// and get no bridge; the running network keeps its bridge and its dnsmasq, never flapped.
+/// Once it is deleted, the refused networks run.
+#[tokio::test]
+async fn a_newer_network_that_clashes_is_refused_and_the_older_keeps_running() {
+    let env = TestEnv::new("vnet-clash").await;
+    let mut node = SimulatedNode::new(&env, "clash", &[]).await;
+    let networks_api = kube::Api::<Network>::all(env.client.clone());
+    let spec = |bridge: &str, gateway: &str, prefix: u8, start: &str, end: &str| {
+        format!(
+            "  bridge: {{name: {bridge}}}\n  ips:\n  - address: \"{gateway}\"\n    prefix: {prefix}\n    dhcp:\n      ranges: [{{start: \"{start}\", end: \"{end}\"}}]\n"
+        )
+    };
+    // The older network is named last in order, so that only its age lets it win.
+    let older = env.unique("z-older");
+    networks_api
+        .create(
+            &PostParams::default(),
+            &switchyard_tests::fixtures::network(
+                &env,
+                &older,
+                &spec("vc-old", "10.92.1.1", 24, "10.92.1.10", "10.92.1.20"),
+            ),
+        )
+        .await
+        .unwrap();
+    node.start_agent(Path::new(AGENT));
+    let running = |s: &NetworkNodeStatus| {
+        entry(s, &older).is_some_and(|n| {
+            n.ready
+                && n.virtual_network
+                    .as_ref()
+                    .and_then(|v| v.dnsmasq.as_ref())
+                    .is_some_and(|d| d.running)
+        })
+    };
+    wait_for(&env, &node.name, "the older network running", running).await;
+    let conf = node.state_dir.path().join(format!("{older}.conf"));
+    let dnsmasq_before = dnsmasq_running(&conf);
+    assert_eq!(dnsmasq_before.len(), 1, "one dnsmasq for the older network");
+    let bridge_before = node.sandbox.link("vc-old").unwrap().expect("its bridge");
+
+    // creationTimestamp has a resolution of one second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let overlapping = env.unique("a-overlap");
+    let same_bridge = env.unique("a-bridge");
+    for (name, spec) in [
+        (
+            &overlapping,
+            spec("vc-new", "10.92.1.129", 25, "10.92.1.140", "10.92.1.150"),
+        ),
+        (
+            &same_bridge,
+            spec("vc-old", "10.92.2.1", 24, "10.92.2.10", "10.92.2.20"),
+        ),
+    ] {
+        networks_api
+            .create(
+                &PostParams::default(),
+                &switchyard_tests::fixtures::network(&env, name, &spec),
+            )
+            .await
+            .unwrap();
+    }
+    let conflict = |s: &NetworkNodeStatus, name: &str| {
+        entry(s, name).is_some_and(|n| !n.ready && n.reason.as_deref() == Some("NetworkConflict"))
+    };
+    let status = wait_for(&env, &node.name, "both newer networks refused", |s| {
+        conflict(s, &overlapping) && conflict(s, &same_bridge)
+    })
+    .await;
+    let message = |name: &str| entry(&status, name).unwrap().message.clone().unwrap();
+    let overlap_message = message(&overlapping);
+    for part in [
+        overlapping.as_str(),
+        older.as_str(),
+        node.name.as_str(),
+        "spec.ips[0]",
+        "10.92.1.128/25",
+        "10.92.1.0/24",
+    ] {
+        assert!(overlap_message.contains(part), "{part}: {overlap_message}");
+    }
+    let bridge_message = message(&same_bridge);
+    for part in [
+        same_bridge.as_str(),
+        older.as_str(),
+        node.name.as_str(),
+        "spec.bridge.name",
+        "'vc-old'",
+    ] {
+        assert!(bridge_message.contains(part), "{part}: {bridge_message}");
+    }
+    // A few more reports: the refused networks stay refused and make nothing; the older one is
+    // untouched (same bridge, same dnsmasq).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = network_node(&env, &node.name).await;
+    assert!(running(&status), "{status:#?}");
+    assert!(conflict(&status, &overlapping) && conflict(&status, &same_bridge));
+    assert!(
+        node.sandbox.link("vc-new").unwrap().is_none(),
+        "the refused network's bridge was made"
+    );
+    let state_dir = node.state_dir.path().to_path_buf();
+    for name in [&overlapping, &same_bridge] {
+        assert!(
+            dnsmasq_running(&state_dir.join(format!("{name}.conf"))).is_empty(),
+            "{name}: a refused network got a dnsmasq"
+        );
+    }
+    assert_eq!(dnsmasq_running(&conf), dnsmasq_before, "the older dnsmasq");
+    assert_eq!(
+        node.sandbox.link("vc-old").unwrap().map(|l| l.ifindex),
+        Some(bridge_before.ifindex),
+        "the older network's bridge was not re-created"
+    );
+
+    // The older network gone, the two refused ones coexist (disjoint subnets, two bridges).
+    networks_api
+        .delete(&older, &Default::default())
+        .await
+        .unwrap();
+    let realised = |s: &NetworkNodeStatus, name: &str| {
+        entry(s, name).is_some_and(|n| {
+            n.ready
+                && n.virtual_network
+                    .as_ref()
+                    .and_then(|v| v.dnsmasq.as_ref())
+                    .is_some_and(|d| d.running)
+        })
+    };
+    wait_for(&env, &node.name, "the refused networks realised", |s| {
+        realised(s, &overlapping) && realised(s, &same_bridge)
+    })
+    .await;
+    assert!(node.sandbox.link("vc-new").unwrap().is_some());
+    assert!(
+        dnsmasq_running(&conf).is_empty(),
+        "the deleted network's dnsmasq"
+    );
+    drop(node);
+}

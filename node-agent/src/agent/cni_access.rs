@@ -38,6 +38,15 @@ impl Context {
         self.network(name)
     }
 
+    /// How the network is realised on the node, from the caches, with the coexistence rule
+    /// applied (see `Context::realisations`).
+    pub(crate) fn cached_realisation(
+        &self,
+        name: &str,
+    ) -> Option<switchyard_placement::realisation::NodeRealisation> {
+        self.realisation(name)
+    }
+
     /// The node's labels from the cache.
     pub(crate) fn cached_node_labels(&self) -> BTreeMap<String, String> {
         self.node_labels()

@@ -44,7 +44,9 @@ use crate::virtual_network::{VirtualNetworkConfig, VirtualNetworkError, VirtualN
 use deleter::DeleteBatcher;
 use liveness::{Heartbeat, Liveness};
 use metrics::Metrics;
+use switchyard_placement::coexistence;
 use switchyard_placement::ledger::Ledger;
+use switchyard_placement::realisation::{NodeRealisation, RealisationKind};
 
 /// How the agent is run.
 #[derive(Debug, Clone)]
@@ -247,16 +249,38 @@ impl Context {
             .unwrap_or_default()
     }
 
-    /// The isolated, nat, route and open networks selecting this node.
-    fn virtual_networks_wanted(&self) -> Vec<Arc<Network>> {
+    /// How each network selecting this node is realised here. A network that cannot share the
+    /// node with an older one (the same bridge, overlapping subnets: see
+    /// [`switchyard_placement::coexistence`]) is `NetworkConflict`: no bridge, no dnsmasq, no
+    /// ports, and its report says why, while the older one runs untouched. Every decision of
+    /// the agent about where a network's ports go starts here.
+    fn realisations(&self) -> Vec<NodeRealisation> {
         let labels = self.node_labels();
-        self.networks
-            .state()
+        let networks = self.networks.state();
+        let networks: Vec<&Network> = networks.iter().map(|n| &**n).collect();
+        coexistence::realise_on_node(
+            coexistence::Node {
+                name: &self.node,
+                labels: &labels,
+            },
+            &networks,
+        )
+    }
+
+    /// How the network named `name` is realised here ([`Self::realisations`]); `None` when it
+    /// does not select the node.
+    fn realisation(&self, name: &str) -> Option<NodeRealisation> {
+        self.realisations().into_iter().find(|r| r.network == name)
+    }
+
+    /// The isolated, nat, route and open networks this node runs: those selecting it that no
+    /// older network refuses ([`Self::realisations`]).
+    fn virtual_networks_wanted(&self) -> Vec<Arc<Network>> {
+        self.realisations()
             .into_iter()
-            .filter(|network| {
-                crate::virtual_network::plan::is_virtual(network)
-                    && switchyard_placement::realisation::realise(network, &labels).is_some()
-            })
+            .filter(|r| matches!(r.kind, RealisationKind::Bridge { .. }))
+            .filter_map(|r| self.network(&r.network))
+            .filter(|network| crate::virtual_network::plan::is_virtual(network))
             .collect()
     }
 

@@ -12,7 +12,7 @@ use switchyard_crds::{ActualType, NetworkPort, NetworkPortStatus, PortActual, Po
 use switchyard_libvirt::merge::{EffectivePort, PortRequest, effective_port};
 use switchyard_placement::PortKey;
 use switchyard_placement::ledger::{AllocationError, Holding, PoolMember, Sharing};
-use switchyard_placement::realisation::{RealisationKind, realise};
+use switchyard_placement::realisation::RealisationKind;
 use switchyard_retry::Retry;
 use tracing::{debug, info, warn};
 
@@ -121,7 +121,7 @@ async fn apply(port: &NetworkPort, ctx: &Context) -> Result<Action, ReconcileErr
         write_failure(port, ctx, PortPhase::Pending, "NetworkNotFound", &message).await?;
         return Ok(Action::await_change());
     };
-    let Some(realisation) = realise(&network, &ctx.node_labels()) else {
+    let Some(realisation) = ctx.realisation(&port.spec.network) else {
         let message = format!(
             "network '{}' does not select node '{}'",
             port.spec.network, ctx.node

@@ -14,7 +14,7 @@ use switchyard_crds::{
     Condition, ConditionStatus, NetworkNode, NetworkNodeStatus, RESOURCE_PREFIX,
 };
 use switchyard_placement::node_marks::{Resources, node_resource_patch, own_resources};
-use switchyard_placement::realisation::{NodeRealisation, RealisationKind, realise};
+use switchyard_placement::realisation::{NodeRealisation, RealisationKind};
 use switchyard_placement::report::node_network;
 use tracing::{debug, warn};
 
@@ -143,13 +143,7 @@ async fn report(
     last: Option<&NetworkNodeStatus>,
     resources: &mut Option<ResourceWrite>,
 ) -> Result<Reported, ReportError> {
-    let labels = ctx.node_labels();
-    let realisations: Vec<NodeRealisation> = ctx
-        .networks
-        .state()
-        .iter()
-        .filter_map(|network| realise(network, &labels))
-        .collect();
+    let realisations = ctx.realisations();
     // A failed reading is not "every device absent": the last report stands, said to be stale,
     // and the Node's resources stay as they are.
     let Observation {

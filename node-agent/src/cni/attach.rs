@@ -98,7 +98,7 @@ fn place(cni: &Cni, call: &Call) -> Result<Placement, CniError> {
         ))
     })?;
     let node = cni.ctx.node_name();
-    let realisation = realise(&network, &cni.ctx.cached_node_labels()).ok_or_else(|| {
+    let realisation = cni.ctx.cached_realisation(name).ok_or_else(|| {
         refused(format!(
             "[NetworkNotOnNode] network '{name}' does not select node '{node}'; schedule the \
              pod by the node label net.switchyard.dev/{name}"

@@ -211,43 +211,17 @@ impl VirtualNetworks {
 
     /// Makes the node's virtual networks exactly `wanted` (the isolated, nat, route and open
     /// networks selecting this node): realises new ones, adopts what exists, tears down what no
-    /// network asks for any more.
+    /// network asks for any more. `wanted` holds no two networks that clash (one bridge,
+    /// overlapping subnets): the agent leaves out the newer of two by
+    /// `switchyard_placement::coexistence`, the same rule the webhook and the CLI apply.
     pub async fn reconcile(&self, wanted: &[Arc<Network>]) {
         let mut applied = self.applied.lock().await;
         let mut states = BTreeMap::new();
         let mut plans: BTreeMap<String, VirtualNetworkPlan> = BTreeMap::new();
-        let mut bridges_taken: BTreeMap<String, String> = BTreeMap::new();
         for network in wanted {
             let name = network.metadata.name.clone().unwrap_or_default();
             match plan::plan(network, &self.layout) {
                 Ok(plan) => {
-                    if let Some(other) = bridges_taken.get(&plan.bridge) {
-                        states.insert(
-                            name,
-                            failed(
-                                &plan,
-                                format!(
-                                    "bridge {} is already network '{other}''s on this node",
-                                    plan.bridge
-                                ),
-                            ),
-                        );
-                        continue;
-                    }
-                    if let Some(other) = plans.values().find(|p| overlaps(p, &plan)) {
-                        states.insert(
-                            name,
-                            failed(
-                                &plan,
-                                format!(
-                                    "its subnets overlap network '{}''s on this node",
-                                    other.network
-                                ),
-                            ),
-                        );
-                        continue;
-                    }
-                    bridges_taken.insert(plan.bridge.clone(), name.clone());
                     plans.insert(name, plan);
                 }
                 Err(error) => {
@@ -564,18 +538,6 @@ fn failed(plan: &VirtualNetworkPlan, error: String) -> VirtualNetworkState {
         error: Some(error),
         ..Default::default()
     }
-}
-
-/// Whether two networks' subnets overlap (one node cannot route both).
-fn overlaps(a: &VirtualNetworkPlan, b: &VirtualNetworkPlan) -> bool {
-    a.addresses.iter().any(|x| {
-        b.addresses.iter().any(|y| {
-            let prefix = x.prefix.min(y.prefix);
-            x.ip.is_ipv4() == y.ip.is_ipv4()
-                && switchyard_libvirt::values::mask(x.ip, prefix)
-                    == switchyard_libvirt::values::mask(y.ip, prefix)
-        })
-    })
 }
 
 /// The node's report of a virtual network: the bridge entry says whether ports can attach; a
