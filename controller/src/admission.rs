@@ -1,7 +1,9 @@
 //! What the validating webhook decides, as pure functions of the request and the index.
 //!
 //! - A Network must pass `switchyard_libvirt::validate::validate_network`, with its messages;
-//!   an update must not remove a portgroup or a pool device that live ports use.
+//!   it must not clash with another network on a node both select (one bridge, overlapping
+//!   subnets: [`coexistence`]); an update must not remove a portgroup or a pool device that
+//!   live ports use.
 //! - A NetworkPort is created only where it can be realised: its network exists, its portgroup
 //!   exists, the virtualport / vlan merge succeeds, and its node passes the migration check
 //!   (so a migration to a node that lacks the network or room fails at once, with reasons).
@@ -15,6 +17,7 @@ use switchyard_crds::{Network, NetworkPort, NetworkSpec};
 use switchyard_libvirt::merge::effective_port;
 use switchyard_libvirt::validate::validate_network;
 use switchyard_placement::check::{self, Interface, code_name};
+use switchyard_placement::coexistence;
 use switchyard_placement::index::{Index, PortUse};
 use switchyard_placement::realisation::pool_on_node;
 
@@ -81,6 +84,13 @@ pub fn review_network(index: &Index, network: &Network, old: Option<&Network>) -
             problems.join("; ")
         ));
     }
+    let clashes = clashes(index, network);
+    if !clashes.is_empty() {
+        return Decision::forbidden(format!(
+            "Network \"{name}\" cannot share a node with another network: {}; give it another bridge name or subnet, or node selectors that share no node with the other network",
+            clashes.join("; ")
+        ));
+    }
     let Some(old) = old else {
         return Decision::Allow;
     };
@@ -141,6 +151,50 @@ pub fn review_network(index: &Index, network: &Network, old: Option<&Network>) -
             problems.join("; ")
         ))
     }
+}
+
+/// The network's clashes with the other networks on the nodes both select
+/// ([`coexistence::clashes_with`]), whichever is older: the agent would refuse the newer of
+/// the two there, so a create or an update that clashes is refused now instead. One message
+/// per clash, naming its first node and how many more share it.
+fn clashes(index: &Index, network: &Network) -> Vec<String> {
+    let name = network.name_any();
+    let others: Vec<&Network> = index.networks().map(|n| &**n).collect();
+    // (this field, other network, its field) -> (message, nodes)
+    let mut found: BTreeMap<(String, String, String), (String, usize)> = BTreeMap::new();
+    // By name, so that the message names the same first node every time.
+    for node in index.node_names() {
+        let Some(info) = index.node(node) else {
+            continue;
+        };
+        let node = coexistence::Node {
+            name: node,
+            labels: &info.labels,
+        };
+        for clash in coexistence::clashes_with(node, network, &others) {
+            let (mine, other) = if clash.newer.network == name {
+                (&clash.newer, &clash.older)
+            } else {
+                (&clash.older, &clash.newer)
+            };
+            let key = (
+                mine.field.clone(),
+                other.network.clone(),
+                other.field.clone(),
+            );
+            found
+                .entry(key)
+                .or_insert_with(|| (clash.message_for(&name), 0))
+                .1 += 1;
+        }
+    }
+    found
+        .into_values()
+        .map(|(message, nodes)| match nodes {
+            1 => message,
+            n => format!("{message} (and on {} more node(s))", n - 1),
+        })
+        .collect()
 }
 
 /// Whether the port's device was in the network's pool on its node and no longer is.

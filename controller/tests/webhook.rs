@@ -339,3 +339,158 @@ async fn probes_report_sync_and_sigterm_stops_the_controller_cleanly() {
         "{log}"
     );
 }
+
+/// Hostile networks, refused by the webhook with the field and the reason: one that clashes
+/// with an existing network on a node both select (overlapping subnet, the same bridge; also
+/// by an update), a DNS TXT value with a line break (it would inject dnsmasq directives). One
+/// with 10,000 static DHCP hosts is admitted, within the webhook's timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_refuses_hostile_networks() {
+    let env = TestEnv::new("webhook-hostile").await;
+    let controller = ControllerProcess::start(&env, true).await;
+    let _webhook = WebhookRegistration::register(&env, &controller).await;
+    let (key, value) = env.test_label();
+    let node = env.unique("hostile");
+    simulated_node(&env, &node, &[]).await;
+    // Every network of the test selects only the test's nodes.
+    let network = |name: &str, spec: serde_json::Value| {
+        let mut spec = spec;
+        spec["nodeSelector"]["matchLabels"][&key] = json!(value);
+        json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "Network",
+            "metadata": {"name": name, "labels": {key.clone(): value.clone()}},
+            "spec": spec,
+        })
+        .to_string()
+    };
+    let nat = |bridge: &str, address: &str, prefix: u8| {
+        json!({
+            "forward": {"mode": "nat"},
+            "bridge": {"name": bridge},
+            "ips": [{"address": address, "prefix": prefix}],
+        })
+    };
+
+    let older = env.unique("older");
+    let out = env.kubectl(
+        &["create", "-f", "-"],
+        Some(&network(&older, nat("hb-old", "10.214.1.1", 24))),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Refused once the controller's caches hold the older network and the node.
+    let refused = |name: String, spec: serde_json::Value| {
+        let document = network(&name, spec);
+        let env = &env;
+        async move {
+            eventually("the webhook refusing the clash", WAIT, || async {
+                let out = env.kubectl(&["create", "-f", "-"], Some(&document));
+                let message = stderr(&out);
+                (!out.status.success() && message.contains("cannot share a node"))
+                    .then_some(message)
+            })
+            .await
+        }
+    };
+    let overlapping = env.unique("overlap");
+    let message = refused(overlapping.clone(), nat("hb-new", "10.214.1.129", 25)).await;
+    for part in [
+        "denied the request",
+        &format!("Network \"{overlapping}\""),
+        "spec.ips[0]",
+        "10.214.1.128/25",
+        "10.214.1.0/24",
+        &format!("'{older}'"),
+        &format!("'{node}'"),
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    let same_bridge = env.unique("bridge");
+    let message = refused(same_bridge.clone(), nat("hb-old", "10.214.2.1", 24)).await;
+    for part in ["spec.bridge.name", "'hb-old'", &format!("'{older}'")] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+
+    // Disjoint, and then changed to overlap: the update is refused.
+    let disjoint = env.unique("disjoint");
+    let out = env.kubectl(
+        &["create", "-f", "-"],
+        Some(&network(&disjoint, nat("hb-dis", "10.214.3.1", 24))),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.kubectl(
+        &[
+            "patch",
+            "network",
+            &disjoint,
+            "--type=json",
+            "-p",
+            r#"[{"op": "replace", "path": "/spec/ips/0/address", "value": "10.214.1.77"}]"#,
+        ],
+        None,
+    );
+    let message = stderr(&out);
+    assert!(!out.status.success(), "the clashing update was admitted");
+    assert!(
+        message.contains("spec.ips[0]") && message.contains(&format!("'{older}'")),
+        "{message}"
+    );
+
+    // On a node the older network does not select, the same subnet is fine.
+    let elsewhere = env.unique("elsewhere");
+    let mut spec = nat("hb-else", "10.214.1.1", 24);
+    spec["nodeSelector"]["matchLabels"]["rack"] = json!("nowhere");
+    let out = env.kubectl(&["create", "-f", "-"], Some(&network(&elsewhere, spec)));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A DNS TXT value with a line break would write a directive of its own into dnsmasq's
+    // configuration: refused, naming the field.
+    let txt = env.unique("txt");
+    let mut spec = nat("hb-txt", "10.214.4.1", 24);
+    spec["dns"] = json!({"txts": [{"name": "info", "value": "ok\ndhcp-script=/tmp/x"}]});
+    let out = env.kubectl(&["create", "-f", "-"], Some(&network(&txt, spec)));
+    let message = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "a TXT value with a line break was admitted"
+    );
+    assert!(
+        message.contains("denied the request")
+            && message.contains("spec.dns.txts[0].value")
+            && message.contains("line break"),
+        "{message}"
+    );
+
+    // 10,000 static hosts (a /18 holds them, and its range): admitted. `kubectl create`, not `apply`, which
+    // would copy the whole object into an annotation, past the apiserver's 256 KiB limit.
+    let many = env.unique("many-hosts");
+    let hosts: Vec<serde_json::Value> = (0..10_000u32)
+        .map(|i| {
+            let ip = 0x0ad6_4000 + 10 + i; // 10.214.64.0/18, after the gateway
+            json!({
+                "mac": format!("52:54:00:{:02x}:{:02x}:{:02x}", i >> 16, (i >> 8) & 0xff, i & 0xff),
+                "ip": std::net::Ipv4Addr::from(ip).to_string(),
+            })
+        })
+        .collect();
+    let mut spec = nat("hb-many", "10.214.64.1", 18);
+    // libvirt sets dnsmasq's lease limit from the ranges: they must hold the hosts.
+    spec["ips"][0]["dhcp"] = json!({
+        "ranges": [{"start": "10.214.64.2", "end": "10.214.127.254"}],
+        "hosts": hosts,
+    });
+    let started = std::time::Instant::now();
+    let out = env.kubectl(&["create", "-f", "-"], Some(&network(&many, spec)));
+    assert!(
+        out.status.success(),
+        "10,000 DHCP hosts were refused after {:?}: {}",
+        started.elapsed(),
+        stderr(&out)
+    );
+    let networks: Api<switchyard_crds::Network> = Api::all(env.client.clone());
+    let stored = networks.get(&many).await.unwrap();
+    assert_eq!(
+        stored.spec.ips[0].dhcp.as_ref().unwrap().hosts.len(),
+        10_000
+    );
+}

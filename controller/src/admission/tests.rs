@@ -380,3 +380,90 @@ fn a_dns_value_with_a_line_break_is_invalid() {
         denial.message
     );
 }
+
+fn nat(name: &str, bridge: &str, address: &str) -> Network {
+    let mut network = Network::new(
+        name,
+        NetworkSpec {
+            forward: Some(Forward {
+                mode: ForwardMode::Nat,
+                ..Default::default()
+            }),
+            bridge: Some(switchyard_crds::Bridge {
+                name: Some(bridge.into()),
+                ..Default::default()
+            }),
+            ips: vec![switchyard_crds::IpConfig {
+                address: Some(address.into()),
+                prefix: Some(24),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    );
+    network.metadata.name = Some(name.into());
+    network
+}
+
+#[test]
+fn a_network_that_clashes_on_a_shared_node_is_refused_once_per_clash() {
+    let mut index = Index::new();
+    for node in ["n1", "n2"] {
+        index.upsert_node(
+            node,
+            NodeInfo {
+                ready: true,
+                ..Default::default()
+            },
+        );
+    }
+    index.upsert_network(Arc::new(nat("a", "virbr5", "10.1.0.1")));
+    let denial = denied(review_network(
+        &index,
+        &nat("b", "virbr6", "10.1.0.7"),
+        None,
+    ));
+    assert_eq!(denial.code, 403);
+    assert!(
+        denial
+            .message
+            .contains("spec.ips[0]: network 'b' has subnet 10.1.0.0/24 on node 'n1'")
+            && denial.message.contains("network 'a'")
+            && denial.message.contains("(and on 1 more node(s))"),
+        "{}",
+        denial.message
+    );
+    let denial = denied(review_network(
+        &index,
+        &nat("b", "virbr5", "10.2.0.1"),
+        None,
+    ));
+    assert!(
+        denial
+            .message
+            .contains("spec.bridge.name: network 'b' uses bridge 'virbr5'"),
+        "{}",
+        denial.message
+    );
+    assert_eq!(
+        review_network(&index, &nat("b", "virbr6", "10.2.0.1"), None),
+        Decision::Allow
+    );
+    // An update that leaves the spec alone passes even where networks already clash (stored
+    // before the webhook existed); the network itself is never its own clash.
+    let clashing = nat("b", "virbr5", "10.1.0.1");
+    index.upsert_network(Arc::new(clashing.clone()));
+    assert_eq!(
+        review_network(&index, &clashing, Some(&clashing)),
+        Decision::Allow
+    );
+    // Changing a's subnet still leaves it on b's bridge: refused, though a is the older.
+    assert_ne!(
+        review_network(
+            &index,
+            &nat("a", "virbr5", "10.3.0.1"),
+            Some(&nat("a", "virbr5", "10.1.0.1"))
+        ),
+        Decision::Allow
+    );
+}
