@@ -10,6 +10,7 @@ pub mod cache;
 pub mod events;
 pub mod labels;
 pub mod metrics;
+pub mod nad;
 pub mod probes;
 pub mod reconcile;
 pub mod run;
