@@ -15,7 +15,7 @@ use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::{Predicate, PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use switchyard_crds::{ANNOTATION_RECHECK, MigrationCheck};
+use switchyard_crds::{ANNOTATION_RECHECK, MigrationCheck, Network};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,7 @@ use crate::cache::{self, typed_watch};
 use crate::metrics::Metrics;
 use crate::probes::{self, Health, ProbeState};
 use crate::reconcile::{
-    self, Context, ReconcileError, migration, network, node_labels, port_labels,
+    self, Context, ReconcileError, migration, nads, network, node_labels, port_labels,
 };
 use crate::tls;
 use crate::webhook::{self, AgentPods, WebhookState};
@@ -68,6 +68,11 @@ pub struct Args {
     /// agents are held to RBAC alone, which cannot tell one node's agent from another's.
     #[arg(long, env = "SWITCHYARD_AGENT_SERVICE_ACCOUNT")]
     pub agent_service_account: Option<AgentAccount>,
+    /// The namespaces (comma-separated) each Network's Multus NetworkAttachmentDefinitions
+    /// are generated in: `<network>` and `<network>-<portgroup>`. Empty: none are generated
+    /// and existing ones are left alone.
+    #[arg(long, env = "SWITCHYARD_NAD_NAMESPACES", value_delimiter = ',')]
+    pub nad_namespaces: Vec<String>,
     /// `text` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -97,6 +102,9 @@ pub enum RunError {
 
 /// How long the parts get to finish after SIGTERM before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How often every Network's NetworkAttachmentDefinitions are applied again (server-side
+/// apply of unchanged objects writes nothing), restoring those changed or deleted by others.
+const NAD_RESYNC: Duration = Duration::from_secs(300);
 /// Network status waits this long for related changes to settle before it is recomputed.
 const NETWORK_DEBOUNCE: Duration = Duration::from_millis(200);
 
@@ -135,6 +143,12 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         std::env::var("HOSTNAME").ok(),
     );
     ctx.check_ttl = Duration::from_secs(args.check_ttl.max(1));
+    ctx.nad_namespaces = args
+        .nad_namespaces
+        .iter()
+        .map(|namespace| namespace.trim().to_string())
+        .filter(|namespace| !namespace.is_empty())
+        .collect();
     let ctx = Arc::new(ctx);
     let mut parts = Parts {
         tasks: JoinSet::new(),
@@ -253,7 +267,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             .get(ANNOTATION_RECHECK)
             .map(|value| hash_of(value))
     });
-    let changed_checks = typed_watch::<MigrationCheck>(client)
+    let changed_checks = typed_watch::<MigrationCheck>(client.clone())
         .reflect(check_writer)
         .applied_objects()
         .predicate_filter(asked, PredicateConfig::default())
@@ -274,6 +288,48 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             ),
         ),
     );
+    if ctx.nad_namespaces.is_empty() {
+        tracing::info!("no --nad-namespaces: NetworkAttachmentDefinitions are not generated");
+    } else {
+        // A Network's NADs depend on its spec (portgroups) and identity (the owner's UID)
+        // only: its own watch wakes this reconciler for those, not for every status write
+        // (its own condition included). The periodic pass puts back NADs someone changed or
+        // deleted.
+        let (network_store, network_writer) = reflector::store();
+        let spec_or_identity = |network: &Network| {
+            Some(hash_of(&format!(
+                "{}/{}",
+                network.uid().unwrap_or_default(),
+                network.meta().generation.unwrap_or_default()
+            )))
+        };
+        let changed_networks = typed_watch::<Network>(client.clone())
+            .reflect(network_writer)
+            .applied_objects()
+            .predicate_filter(spec_or_identity, PredicateConfig::default())
+            .map_ok(|network| ObjectRef::from_obj(&network));
+        let every_pass = stream::unfold((), |()| async {
+            tokio::time::sleep(NAD_RESYNC).await;
+            Some(((), ()))
+        });
+        tracing::info!(namespaces = ?ctx.nad_namespaces, "generating NetworkAttachmentDefinitions");
+        parts.spawn(
+            "attachment definition reconciler",
+            drain(
+                nads::NAME,
+                reconciler(
+                    nads::reconcile,
+                    nads::error_policy,
+                    ctx.clone(),
+                    network_store,
+                    changed_networks,
+                    every_pass,
+                    controller::Config::default(),
+                    shutdown.clone(),
+                ),
+            ),
+        );
+    }
     tracing::info!(
         metrics_addr = %args.metrics_addr,
         webhook_addr = %args.webhook_addr,

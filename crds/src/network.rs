@@ -687,8 +687,11 @@ pub struct NetworkStatus {
     /// Selected nodes that cannot serve the network, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unready_nodes: Vec<UnreadyNode>,
-    /// `Ready` (some node serves it) and `Valid` (the spec passed validation).
+    /// `Ready` (some node serves it), `Valid` (the spec passed validation) and, when the
+    /// controller generates NetworkAttachmentDefinitions, `AttachmentDefinitions`. A map by
+    /// type, so each of the controller's writers applies only its own conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

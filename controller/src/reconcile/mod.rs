@@ -2,6 +2,7 @@
 //! result with the controller's field manager. Each writes only when something changed.
 
 pub mod migration;
+pub mod nads;
 pub mod network;
 pub mod node_labels;
 pub mod port_labels;
@@ -29,6 +30,8 @@ pub struct Context {
     pub events: Publisher,
     /// How long an answered `MigrationCheck` is kept (see [`migration`]).
     pub check_ttl: Duration,
+    /// The namespaces each Network's NetworkAttachmentDefinitions are made in (see [`nads`]).
+    pub nad_namespaces: Vec<String>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Backoffs<String>,
 }
@@ -53,6 +56,7 @@ impl Context {
             caches,
             metrics,
             check_ttl: migration::DEFAULT_TTL,
+            nad_namespaces: Vec::new(),
             failures: Backoffs::new(),
         }
     }

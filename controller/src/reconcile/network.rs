@@ -38,7 +38,15 @@ pub async fn reconcile(network: Arc<Network>, ctx: Arc<Context>) -> Result<Actio
             &super::now(),
         )
     };
-    if previous != Some(&status) {
+    // Conditions other reconcilers own (`nads`' AttachmentDefinitions) are theirs to write:
+    // compared with them, this status would always look changed.
+    let previous_own = previous.map(|previous| {
+        let mut own = previous.clone();
+        own.conditions
+            .retain(|c| status.conditions.iter().any(|ours| ours.kind == c.kind));
+        own
+    });
+    if previous_own.as_ref() != Some(&status) {
         let events = status_events(previous, &status);
         let api: Api<Network> = Api::all(ctx.client.clone());
         let patch = json!({
