@@ -54,37 +54,32 @@ pub fn cluster() -> &'static Cluster {
     })
 }
 
-/// Applies deploy/crds/ and waits until every CRD is Established.
+/// Applies deploy/crds/ and the other projects' CRDs switchyard works with (tests/assets/crds/:
+/// Multus' NetworkAttachmentDefinition) and waits until every CRD is Established.
 pub fn apply_crds(kubeconfig: &Path) -> Result<(), String> {
-    let crds = repo_root().join("deploy/crds");
-    let out = kubectl_at(
-        kubeconfig,
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            &crds.display().to_string(),
-        ],
-        None,
-    );
+    let dirs = [
+        repo_root().join("deploy/crds"),
+        repo_root().join("tests/assets/crds"),
+    ];
+    let files: Vec<String> = dirs
+        .iter()
+        .flat_map(|dir| ["-f".to_string(), dir.display().to_string()])
+        .collect();
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let apply = [&["apply", "--server-side", "--force-conflicts"][..], &files].concat();
+    let out = kubectl_at(kubeconfig, &apply, None);
     if !out.status.success() {
         return Err(format!(
             "applying the CRDs: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let out = kubectl_at(
-        kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            &crds.display().to_string(),
-        ],
-        None,
-    );
+    let wait = [
+        &["wait", "--for=condition=Established", "--timeout=60s"][..],
+        &files,
+    ]
+    .concat();
+    let out = kubectl_at(kubeconfig, &wait, None);
     if !out.status.success() {
         return Err(format!(
             "waiting for the CRDs: {}",
