@@ -20,10 +20,13 @@ use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
 use serde_json::json;
+use switchyard_controller::nad::nad_resource;
 use switchyard_crds::{
-    LABEL_NETWORK, LABEL_NODE, LABEL_POD_UID, MigrationCheck, NODE_LABEL_PREFIX, Network,
-    NetworkNode, NetworkNodeSpec, NetworkPort, NetworkPortSpec, PortPhase, RESOURCE_PREFIX,
+    ConditionStatus, LABEL_NETWORK, LABEL_NODE, LABEL_POD_UID, MigrationCheck, NODE_LABEL_PREFIX,
+    Network, NetworkNode, NetworkNodeSpec, NetworkPort, NetworkPortSpec, PortPhase,
+    RESOURCE_PREFIX,
 };
 use switchyard_tests::bins::workspace_binary;
 use switchyard_tests::cluster::{TestEnv, apply_crds, repo_root};
@@ -193,7 +196,24 @@ async fn agent_and_controller_do_their_job_with_only_the_charts_permissions() {
         "networkports.switchyard.dev"
     ));
 
-    let controller = ControllerProcess::start_as(&controller_kubeconfig, true).await;
+    for verb in ["list", "create", "patch", "delete"] {
+        assert!(
+            can_i(
+                &controller_kubeconfig,
+                verb,
+                "network-attachment-definitions.k8s.cni.cncf.io"
+            ),
+            "the controller may {verb} NetworkAttachmentDefinitions"
+        );
+    }
+
+    // The controller generates NADs in the test's namespace, as the chart's nad.namespaces.
+    let controller = ControllerProcess::start_with(
+        &controller_kubeconfig,
+        true,
+        &[("SWITCHYARD_NAD_NAMESPACES", env.namespace.as_str())],
+    )
+    .await;
     let _webhook = WebhookRegistration::register(&env, &controller).await;
     let mut node = SimulatedNode::new(&env, "rbac", &[]).await;
     node.sandbox
@@ -217,6 +237,23 @@ async fn agent_and_controller_do_their_job_with_only_the_charts_permissions() {
     eventually("the network served by the node", WAIT, || async {
         let status = networks.get(&network).await.ok()?.status?;
         (status.nodes_ready == 1 && status.capacity_total == 4).then_some(())
+    })
+    .await;
+    // Its NetworkAttachmentDefinition applied and reported.
+    let nads: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), &ns, &nad_resource());
+    eventually(
+        "the network's NetworkAttachmentDefinition",
+        WAIT,
+        || async { nads.get(&network).await.ok() },
+    )
+    .await;
+    eventually("the AttachmentDefinitions condition True", WAIT, || async {
+        let status = networks.get(&network).await.ok()?.status?;
+        status
+            .conditions
+            .iter()
+            .any(|c| c.kind == "AttachmentDefinitions" && c.status == ConditionStatus::True)
+            .then_some(())
     })
     .await;
     let nodes: Api<Node> = Api::all(env.client.clone());
