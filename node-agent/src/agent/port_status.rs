@@ -69,6 +69,32 @@ pub fn with_missing_tc_features(
     status
 }
 
+/// The condition of a pod port whose link is down because its VM migrated to another node.
+pub const MIGRATED_AWAY: &str = "MigratedAway";
+
+/// Adds (or replaces) the [`MIGRATED_AWAY`] condition: the port's link was set down because
+/// live migration `migration_uid` moved its VM to `target_node`. The port stays realised.
+pub fn with_migrated_away(
+    mut status: NetworkPortStatus,
+    migration_uid: &str,
+    target_node: &str,
+    now: &str,
+) -> NetworkPortStatus {
+    status.conditions.retain(|c| c.kind != MIGRATED_AWAY);
+    status.conditions.push(Condition {
+        kind: MIGRATED_AWAY.into(),
+        status: ConditionStatus::True,
+        reason: "MigrationCompleted".into(),
+        message: format!(
+            "the VM migrated to node {target_node} (migration {migration_uid}); this link is \
+             down so that the node's traffic for the VM's MAC goes to it there"
+        ),
+        last_transition_time: Some(now.to_string()),
+        observed_generation: status.observed_generation,
+    });
+    status
+}
+
 /// The status of a port that is not realised: `Pending` when it may still be (waiting for a
 /// device, a network), `Failed` when it cannot be until something changes.
 pub fn not_ready(
@@ -207,6 +233,23 @@ mod tests {
             again.conditions[1].last_transition_time.as_deref(),
             Some("t0")
         );
+    }
+
+    #[test]
+    fn a_migrated_port_says_so_once_and_stays_ready() {
+        let status = ready(None, Some(1), actual(), "t0");
+        let once = with_migrated_away(status, "m1", "b", "t1");
+        let twice = with_migrated_away(once.clone(), "m2", "c", "t2");
+        assert_eq!(twice.phase, Some(PortPhase::Ready));
+        let migrated: Vec<_> = twice
+            .conditions
+            .iter()
+            .filter(|c| c.kind == MIGRATED_AWAY)
+            .collect();
+        assert_eq!(migrated.len(), 1);
+        assert!(migrated[0].message.contains("node c (migration m2)"));
+        assert!(twice.conditions.iter().any(|c| c.kind == READY));
+        assert_eq!(once.conditions.len(), 2);
     }
 
     #[test]

@@ -40,6 +40,7 @@
 
 mod attach;
 pub mod install;
+pub mod migration;
 pub mod naming;
 pub mod records;
 mod server;
