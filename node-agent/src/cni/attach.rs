@@ -35,6 +35,9 @@ use switchyard_placement::PortKey;
 use switchyard_placement::ledger::{AllocationError, Holding, PoolMember, Sharing};
 use switchyard_placement::realisation::{RealisationKind, realise};
 
+/// The kind of KubeVirt's VirtualMachineInstance, the owner of a VM's launcher pod.
+pub(super) const VMI_KIND: &str = "VirtualMachineInstance";
+
 /// How many ifindexes ADD tries before giving up (each is checked free first, so more than
 /// one is needed only when another namespace took it in between).
 const IFINDEX_ATTEMPTS: u32 = 32;
@@ -275,6 +278,11 @@ async fn add(cni: &Cni, call: &Call) -> Result<Value, CniError> {
         ifindex: slot.unwrap_or_else(|| free_ifindex(&records, &attachment, 0)),
         tap_device: None,
         mtu: None,
+        vmi_uid: (owner.kind.as_deref() == Some(VMI_KIND))
+            .then(|| owner.uid.clone())
+            .flatten(),
+        attached_at: Some(now()),
+        down_for_migration: None,
     };
     sweep::put(cni, &mut records, &record)?;
     let made = make(
@@ -571,10 +579,7 @@ fn free_ifindex(records: &[Record], attachment: &Attachment, from_attempt: u32) 
 }
 
 fn port_owner(pod: &Pod) -> PortOwner {
-    let vmi = pod
-        .owner_references()
-        .iter()
-        .find(|o| o.kind == "VirtualMachineInstance");
+    let vmi = pod.owner_references().iter().find(|o| o.kind == VMI_KIND);
     match vmi {
         Some(vmi) => PortOwner {
             kind: Some(vmi.kind.clone()),
@@ -828,7 +833,7 @@ fn spawn_status(cni: &Cni, record: &Record, effective: &EffectivePort) {
     });
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .unwrap_or_else(|_| jiff::Timestamp::now())

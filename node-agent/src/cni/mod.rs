@@ -32,6 +32,11 @@
 //! finds the attachment's namespace gone. So after a restart no port is lost and no link is
 //! left behind, also in namespaces the node's link dump cannot see.
 //!
+//! **Live migration** (KubeVirt): the source and target pods' ADDs give the same MAC; once the
+//! VMI's `status.migrationState` says the migration completed, the source node's agent sets
+//! the source link down at once and marks the port `MigratedAway`; a failed or aborted
+//! migration releases the target's attachment and leaves the source up ([`migration`]).
+//!
 //! **GC** releases the attachments of one configuration `name` that
 //! `cni.dev/valid-attachments` (or the older `cni.dev/attachments`) leaves out. Multus and
 //! containerd 1.6 never call it, so a **sweep** every `sweep_interval` also releases
@@ -41,6 +46,7 @@
 mod attach;
 pub mod install;
 pub mod migration;
+mod migration_watch;
 pub mod naming;
 pub mod records;
 mod server;
@@ -177,8 +183,9 @@ pub(crate) async fn start(
     })?;
     info!(socket = %config.socket.display(), "CNI server listening");
     let serving = tokio::spawn(server::serve(cni.clone(), listener));
-    let sweeping = tokio::spawn(sweep::run(cni, config.sweep_interval));
+    let sweeping = tokio::spawn(sweep::run(cni.clone(), config.sweep_interval));
+    let migrations = tokio::spawn(migration_watch::run(cni));
     Ok(CniServer {
-        tasks: vec![serving, sweeping],
+        tasks: vec![serving, sweeping, migrations],
     })
 }

@@ -99,6 +99,16 @@ pub struct Record {
     pub tap_device: Option<String>,
     /// The link's MTU, once read.
     pub mtu: Option<u32>,
+    /// The UID of the VirtualMachineInstance owning the pod, if one does: its live
+    /// migrations concern this attachment ([`super::migration`]).
+    #[serde(default)]
+    pub vmi_uid: Option<String>,
+    /// When ADD began (RFC 3339).
+    #[serde(default)]
+    pub attached_at: Option<String>,
+    /// The migration (UID) for which the link was set down because the VM moved away.
+    #[serde(default)]
+    pub down_for_migration: Option<String>,
 }
 
 impl Record {
@@ -242,6 +252,9 @@ mod tests {
             ifindex: 0x4000_0001,
             tap_device: None,
             mtu: None,
+            vmi_uid: None,
+            attached_at: None,
+            down_for_migration: None,
         }
     }
 

@@ -337,6 +337,17 @@ impl PodNamespace {
             .map_err(|error| NetlinkError::kernel(format!("setting #{ifindex} up"), error))
     }
 
+    /// Sets the link `ifindex` down (a live migration's source once the VM runs elsewhere).
+    pub async fn set_down(&self, ifindex: u32) -> Result<(), NetlinkError> {
+        let down = LinkUnspec::new_with_index(ifindex).down().build();
+        self.handle
+            .link()
+            .set(down)
+            .execute()
+            .await
+            .map_err(|error| NetlinkError::kernel(format!("setting #{ifindex} down"), error))
+    }
+
     /// The macvtap's tap device, `major:minor`, as the namespace's own sysfs shows it.
     pub fn tap_device(&self, name: &str, ifindex: u32) -> std::io::Result<String> {
         self.worker.tap_device(name, ifindex)
