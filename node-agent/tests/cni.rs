@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use serde_json::{Value, json};
 use switchyard_crds::{NetworkPort, PortPhase};
 use switchyard_node_agent::cni::naming::derived_mac;
@@ -38,10 +40,16 @@ struct CniNode {
 }
 
 async fn cni_node(env: &TestEnv, label: &str, forward: &str) -> CniNode {
+    let network = create_network(env, label, forward).await;
+    cni_node_for(env, label, network).await
+}
+
+/// A node like [`cni_node`]'s serving the existing `network` (which selects every node of the
+/// test).
+async fn cni_node_for(env: &TestEnv, label: &str, network: String) -> CniNode {
     let mut node = SimulatedNode::new(env, label, &[]).await;
     node.sandbox.add_nics("eth", 2).expect("adding the NICs");
     node.sandbox.add_bridge("br0").expect("adding the bridge");
-    let network = create_network(env, label, forward).await;
     let dir = tempfile::tempdir().expect("a directory for the socket and the records");
     let socket = dir.path().join("run/cni.sock");
     let state_dir = dir.path().join("run/cni");
@@ -1179,4 +1187,349 @@ async fn pod_ports_all(env: &TestEnv) -> Vec<NetworkPort> {
         .await
         .unwrap()
         .items
+}
+
+/// KubeVirt's VirtualMachineInstances (tests/assets holds a minimal CRD for them).
+fn vmis(env: &TestEnv) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance"),
+        "virtualmachineinstances",
+    );
+    Api::namespaced_with(env.client.clone(), &env.namespace, &resource)
+}
+
+/// Creates a VMI; returns its UID.
+async fn create_vmi(env: &TestEnv, name: &str) -> String {
+    let vmi: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": name, "namespace": env.namespace},
+        "spec": {"domain": {"devices": {"interfaces": [{"name": "lan", "binding": {"name": "switchyard"}}]}}},
+    }))
+    .unwrap();
+    vmis(env)
+        .create(&PostParams::default(), &vmi)
+        .await
+        .expect("creating the VMI")
+        .uid()
+        .unwrap()
+}
+
+/// Writes the VMI's `status.migrationState` as virt-controller and virt-handler do: the fields
+/// of `state`, every other field of a migration state cleared.
+async fn set_migration_state(env: &TestEnv, vmi: &str, state: Value) {
+    let mut full = json!({
+        "migrationUid": null, "sourceNode": null, "sourcePod": null, "targetNode": null,
+        "targetPod": null, "targetNodeAddress": null, "completed": null, "failed": null,
+        "abortStatus": null, "startTimestamp": null, "endTimestamp": null,
+    });
+    if let (Value::Object(map), Value::Object(given)) = (&mut full, state) {
+        map.extend(given);
+    }
+    vmis(env)
+        .patch_status(
+            vmi,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running", "migrationState": full}})),
+        )
+        .await
+        .expect("writing the VMI's migration state");
+}
+
+/// Whether `name` in the namespace is up; `None` when there is no such link.
+fn link_up(netns: &Sandbox, name: &str) -> Option<bool> {
+    let link = link_json(netns, name)?;
+    Some(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"))
+}
+
+/// The pod's one port, once the agent has written it Ready.
+async fn ready_port(env: &TestEnv, pod_uid: &str) -> NetworkPort {
+    let start = Instant::now();
+    loop {
+        let ports = pod_ports(env, pod_uid).await;
+        if let [port] = ports.as_slice()
+            && port.status.as_ref().and_then(|s| s.phase) == Some(PortPhase::Ready)
+        {
+            return port.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(45),
+            "timed out waiting for the pod's port to be Ready: {ports:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn migrated_away(port: &NetworkPort) -> Option<String> {
+    port.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.kind == "MigratedAway")
+        .map(|c| c.message.clone())
+}
+
+fn now_rfc3339() -> String {
+    let now = jiff::Timestamp::now();
+    now.round(jiff::Unit::Second).unwrap_or(now).to_string()
+}
+
+#[tokio::test]
+async fn live_migration_downs_the_source_once_completed_and_an_abort_keeps_it() {
+    let env = TestEnv::new("cni-migration").await;
+    let network = create_network(
+        &env,
+        "mig",
+        "  forward: {mode: bridge, interfaces: [{dev: eth0}, {dev: eth1}]}\n",
+    )
+    .await;
+    let a = cni_node_for(&env, "a", network.clone()).await;
+    let b = cni_node_for(&env, "b", network).await;
+
+    // vm1 runs on a; the migration's target pod on b gets its own ADD while the source runs.
+    let vm1 = create_vmi(&env, "vm1").await;
+    let source_pod = create_pod(
+        &env,
+        "virt-launcher-vm1-aaaaa",
+        &a.node.name,
+        Some(("vm1", &vm1)),
+    )
+    .await;
+    let target_pod = create_pod(
+        &env,
+        "virt-launcher-vm1-bbbbb",
+        &b.node.name,
+        Some(("vm1", &vm1)),
+    )
+    .await;
+    let source_netns = Sandbox::new("psrc").unwrap();
+    let target_netns = Sandbox::new("ptgt").unwrap();
+    let mut source = Sandbox1::new(
+        source_netns.path(),
+        &source_pod,
+        "net1",
+        conf(&a, "1.0.0", json!({})),
+    );
+    let mut target = Sandbox1::new(
+        target_netns.path(),
+        &target_pod,
+        "net1",
+        conf(&b, "1.0.0", json!({})),
+    );
+    let added = source.add();
+    assert!(added.success, "{added:?}\n{}", a.node.logs());
+    let added = target.add();
+    assert!(added.success, "{added:?}\n{}", b.node.logs());
+
+    // The same MAC on both sides, from the VMI's UID: the guest keeps its address.
+    let mac = derived_mac(&vm1, "net1");
+    let source_link = link_json(&source_netns, "net1").expect("the source link");
+    let target_link = link_json(&target_netns, "net1").expect("the target link");
+    assert_eq!(source_link["address"], mac);
+    assert_eq!(target_link["address"], mac);
+    assert_ne!(source_pod.uid(), target_pod.uid());
+    let source_port = ready_port(&env, &source.pod_uid).await;
+    let target_port = ready_port(&env, &target.pod_uid).await;
+    assert_eq!(
+        (source_port.spec.mac.as_str(), target_port.spec.mac.as_str()),
+        (mac.as_str(), mac.as_str())
+    );
+    assert_eq!(link_up(&source_netns, "net1"), Some(true));
+    assert_eq!(link_up(&target_netns, "net1"), Some(true));
+
+    // Under way: nothing changes.
+    let started = now_rfc3339();
+    let under_way = json!({
+        "migrationUid": "mig-1", "sourceNode": a.node.name, "sourcePod": source.pod_name,
+        "targetNode": b.node.name, "targetPod": target.pod_name, "targetNodeAddress": "10.0.0.2",
+        "startTimestamp": started,
+    });
+    set_migration_state(&env, "vm1", under_way.clone()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        link_up(&source_netns, "net1"),
+        Some(true),
+        "{}",
+        a.node.logs()
+    );
+
+    // Completed: the source link goes down at once, the target's stays up.
+    let mut completed = under_way.clone();
+    completed["completed"] = json!(true);
+    completed["endTimestamp"] = json!(now_rfc3339());
+    set_migration_state(&env, "vm1", completed).await;
+    wait_for("the source link to go down", || {
+        let up = link_up(&source_netns, "net1");
+        async move {
+            match up {
+                Some(false) => Ok(()),
+                other => Err(format!("source link up: {other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        link_up(&target_netns, "net1"),
+        Some(true),
+        "{}",
+        b.node.logs()
+    );
+    let port_name = source_port.name_any();
+    wait_for("the source port to say it migrated away", || {
+        let api = ports_api(&env);
+        let name = port_name.clone();
+        async move {
+            let port = api.get(&name).await.map_err(|e| e.to_string())?;
+            match migrated_away(&port) {
+                Some(message) if message.contains("(migration mig-1)") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    let target_port = ports_api(&env).get(&target_port.name_any()).await.unwrap();
+    assert_eq!(migrated_away(&target_port), None);
+
+    // Back to a: a new target pod there, ADDed while the VMI still shows the completed a → b.
+    // Its new link stays up through another write of that old state.
+    let back_pod = create_pod(
+        &env,
+        "virt-launcher-vm1-ccccc",
+        &a.node.name,
+        Some(("vm1", &vm1)),
+    )
+    .await;
+    let back_netns = Sandbox::new("pback").unwrap();
+    let mut back = Sandbox1::new(
+        back_netns.path(),
+        &back_pod,
+        "net1",
+        conf(&a, "1.0.0", json!({})),
+    );
+    let added = back.add();
+    assert!(added.success, "{added:?}\n{}", a.node.logs());
+    assert_eq!(link_json(&back_netns, "net1").unwrap()["address"], mac);
+    ready_port(&env, &back.pod_uid).await;
+    vmis(&env)
+        .patch_status(
+            "vm1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running", "nodeName": b.node.name}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        link_up(&back_netns, "net1"),
+        Some(true),
+        "{}",
+        a.node.logs()
+    );
+    set_migration_state(
+        &env,
+        "vm1",
+        json!({
+            "migrationUid": "mig-2", "sourceNode": b.node.name, "sourcePod": target.pod_name,
+            "targetNode": a.node.name, "targetPod": back.pod_name, "completed": true,
+            "startTimestamp": now_rfc3339(), "endTimestamp": now_rfc3339(),
+        }),
+    )
+    .await;
+    wait_for("b's link to go down after the migration back", || {
+        let up = link_up(&target_netns, "net1");
+        async move {
+            match up {
+                Some(false) => Ok(()),
+                other => Err(format!("b's link up: {other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        link_up(&back_netns, "net1"),
+        Some(true),
+        "{}",
+        a.node.logs()
+    );
+
+    // vm2: a → b aborted. The target's attachment on b is released, the source on a stays up.
+    let vm2 = create_vmi(&env, "vm2").await;
+    let source2_pod = create_pod(
+        &env,
+        "virt-launcher-vm2-aaaaa",
+        &a.node.name,
+        Some(("vm2", &vm2)),
+    )
+    .await;
+    let target2_pod = create_pod(
+        &env,
+        "virt-launcher-vm2-bbbbb",
+        &b.node.name,
+        Some(("vm2", &vm2)),
+    )
+    .await;
+    let source2_netns = Sandbox::new("psrc2").unwrap();
+    let target2_netns = Sandbox::new("ptgt2").unwrap();
+    let mut source2 = Sandbox1::new(
+        source2_netns.path(),
+        &source2_pod,
+        "net1",
+        conf(&a, "1.1.0", json!({})),
+    );
+    let mut target2 = Sandbox1::new(
+        target2_netns.path(),
+        &target2_pod,
+        "net1",
+        conf(&b, "1.1.0", json!({})),
+    );
+    assert!(source2.add().success, "{}", a.node.logs());
+    assert!(target2.add().success, "{}", b.node.logs());
+    let mac2 = derived_mac(&vm2, "net1");
+    assert_eq!(link_json(&source2_netns, "net1").unwrap()["address"], mac2);
+    assert_eq!(link_json(&target2_netns, "net1").unwrap()["address"], mac2);
+    ready_port(&env, &source2.pod_uid).await;
+    ready_port(&env, &target2.pod_uid).await;
+    set_migration_state(
+        &env,
+        "vm2",
+        json!({
+            "migrationUid": "mig-3", "sourceNode": a.node.name, "sourcePod": source2.pod_name,
+            "targetNode": b.node.name, "targetPod": target2.pod_name, "completed": true,
+            "failed": true, "abortStatus": "Succeeded",
+            "startTimestamp": now_rfc3339(), "endTimestamp": now_rfc3339(),
+        }),
+    )
+    .await;
+    wait_for("the aborted target's link and port to go", || {
+        let link = link_json(&target2_netns, "net1");
+        let env = &env;
+        let uid = target2.pod_uid.clone();
+        async move {
+            let ports = pod_ports(env, &uid).await;
+            if link.is_none() && ports.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("link {link:?}, ports {ports:?}"))
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        link_up(&source2_netns, "net1"),
+        Some(true),
+        "{}",
+        a.node.logs()
+    );
+    let source2_port = ready_port(&env, &source2.pod_uid).await;
+    assert_eq!(migrated_away(&source2_port), None);
+    // The runtime's DEL of the released target still succeeds, as does the others'.
+    for sandbox in [
+        &mut target2,
+        &mut source2,
+        &mut back,
+        &mut target,
+        &mut source,
+    ] {
+        let del = sandbox.del();
+        assert!(del.success, "{del:?}");
+    }
 }
