@@ -31,7 +31,8 @@ use crate::realisation::{
 pub const NETWORK_CONFLICT: &str = "NetworkConflict";
 
 /// A node the rule decides for: its name (for messages) and labels (for selectors and node
-/// groups).
+/// groups). An empty name stands for any node with these labels, for checks without a cluster
+/// ([`shared_node_labels`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Node<'a> {
     /// The node's name, as messages show it.
@@ -63,8 +64,12 @@ pub enum ClashKind {
 /// Two networks that cannot both run on a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Clash {
-    /// The node.
+    /// The node, as messages name it: `node 'n1'`, or `a node both select` for a node with no
+    /// name.
     pub node: String,
+    /// Whether the creation times decided which is older (else the names did: created in the
+    /// same second, or not created yet).
+    pub by_age: bool,
     /// What they clash over.
     pub kind: ClashKind,
     /// The network that wins: the older one.
@@ -78,20 +83,21 @@ impl Clash {
     /// network, the node and the reason.
     pub fn message_for(&self, network: &str) -> String {
         let (me, other, age) = if self.newer.network == network {
-            (&self.newer, &self.older, "older")
+            (&self.newer, &self.older, "older, ")
         } else {
-            (&self.older, &self.newer, "newer")
+            (&self.older, &self.newer, "newer, ")
         };
+        let age = if self.by_age { age } else { "" };
         let what = match self.kind {
             ClashKind::Bridge => format!(
-                "network '{}' uses bridge '{}' on node '{}', and so does network '{}' ({age}, {}); \
+                "network '{}' uses bridge '{}' on {}, and so does network '{}' ({age}{}); \
                  two networks cannot share a bridge on one node when either is an isolated, nat, \
                  route or open network",
                 me.network, me.value, self.node, other.network, other.field
             ),
             ClashKind::Subnet => format!(
-                "network '{}' has subnet {} on node '{}', which overlaps subnet {} of network \
-                 '{}' ({age}, {}); the virtual networks of one node must have disjoint subnets",
+                "network '{}' has subnet {} on {}, which overlaps subnet {} of network \
+                 '{}' ({age}{}); the virtual networks of one node must have disjoint subnets",
                 me.network, me.value, self.node, other.value, other.network, other.field
             ),
         };
@@ -100,8 +106,13 @@ impl Clash {
 
     /// The message the refused (newer) network's node report carries.
     pub fn refusal(&self) -> String {
+        let why = if self.by_age {
+            "is older"
+        } else {
+            "was created in the same second and its name sorts first"
+        };
         format!(
-            "{}; network '{}' is older and keeps running here",
+            "{}; network '{}' {why} and keeps running here",
             self.message_for(&self.newer.network),
             self.older.network
         )
@@ -191,8 +202,15 @@ fn clash_between(node: Node<'_>, a: &Claims<'_>, b: &Claims<'_>) -> Option<Clash
     } else {
         (b, a)
     };
+    let (older_age, newer_age) = (age_key(older.network).1, age_key(newer.network).1);
+    let by_age = older_age.is_some() && newer_age.is_some() && older_age != newer_age;
     let clash = |kind, older: &Side, newer: &Side| Clash {
-        node: node.name.to_string(),
+        node: if node.name.is_empty() {
+            "a node both select".to_string()
+        } else {
+            format!("node '{}'", node.name)
+        },
+        by_age,
         kind,
         older: older.clone(),
         newer: newer.clone(),
@@ -495,6 +513,12 @@ mod tests {
         assert!(refused(node(NO_LABELS), &[&a, &b]).contains_key("a"));
         let a = network("a", 10, nat(Some("virbr5"), vec![]));
         assert!(refused(node(NO_LABELS), &[&b, &a]).contains_key("b"));
+        let tie = network("b", 10, nat(Some("virbr5"), vec![]));
+        let clash = &refused(node(NO_LABELS), &[&tie, &a])["b"];
+        assert!(!clash.by_age && clash.refusal().contains("same second"));
+        assert!(!clash.message_for("b").contains("older"), "{clash:?}");
+        let later = network("c", 30, nat(Some("virbr5"), vec![]));
+        assert!(refused(node(NO_LABELS), &[&later, &a])["c"].by_age);
         // A network not created yet (under admission) is the newest.
         let mut new = network("0-new", 0, nat(Some("virbr5"), vec![]));
         new.metadata.creation_timestamp = None;
