@@ -44,6 +44,49 @@ impl Source {
         })
     }
 
+    /// The YAML documents of the file (separated by `---` lines), each as a source of its own
+    /// named `<file>: document N` (N counting from 1, empty documents left out) when there are
+    /// several; a single document, or XML, is the source itself. Each document's text keeps
+    /// its place in the file (the lines before it are left blank), so that the line numbers
+    /// serde_yaml gives are the file's.
+    pub fn documents(self) -> Vec<Source> {
+        if self.is_xml() {
+            return vec![self];
+        }
+        let mut documents: Vec<String> = vec![String::new()];
+        for line in self.text.split_inclusive('\n') {
+            let marker = line.trim_end();
+            if marker == "---" || marker.starts_with("--- ") {
+                documents.push(String::new());
+            } else if let Some(document) = documents.last_mut() {
+                document.push_str(line);
+            }
+        }
+        // Blank lines for everything before a document: its earlier documents and separators.
+        let mut lines_before = 0;
+        let mut texts = Vec::new();
+        for text in &documents {
+            let blank = text
+                .lines()
+                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+            if !blank {
+                texts.push(format!("{}{text}", "\n".repeat(lines_before)));
+            }
+            lines_before += text.matches('\n').count() + 1;
+        }
+        if texts.len() <= 1 {
+            return vec![self];
+        }
+        texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| Source {
+                name: format!("{}: document {}", self.name, i + 1),
+                text,
+            })
+            .collect()
+    }
+
     /// Whether the document is XML (it starts with `<`) rather than YAML.
     pub fn is_xml(&self) -> bool {
         self.text.trim_start().starts_with('<')

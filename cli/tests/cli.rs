@@ -316,6 +316,113 @@ spec:
     );
 }
 
+/// A multi-document file: each document validated on its own (a malformed one named by its
+/// index and its line in the file), and the networks that could not share a node named
+/// together, as the webhook and the node agent decide it.
+#[test]
+fn validate_checks_every_document_and_the_clashes_between_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Network\nmetadata: {{name: {name}}}\nspec:\n{extra}"
+        )
+    };
+    let file = [
+        network(
+            "first",
+            "  forward: {mode: nat}\n  bridge: {name: virbr5}\n  ips: [{address: 10.7.0.1, prefix: 16}]\n",
+        ),
+        network(
+            "overlaps",
+            "  forward: {mode: route}\n  bridge: {name: virbr6}\n  ips: [{address: 10.9.0.1, prefix: 24}, {address: 10.7.3.1, prefix: 24}]\n",
+        ),
+        network(
+            "same-bridge",
+            "  bridge: {name: virbr5}\n  ips: [{address: 10.8.0.1, prefix: 24}]\n",
+        ),
+        // The same subnet on other nodes: no clash.
+        network(
+            "elsewhere",
+            "  nodeSelector: {matchLabels: {rack: b}}\n  bridge: {name: virbr7}\n  ips: [{address: 10.6.0.1, prefix: 24}]\n",
+        ),
+        network(
+            "rack-a",
+            "  nodeSelector: {matchLabels: {rack: a}}\n  bridge: {name: virbr8}\n  ips: [{address: 10.6.0.1, prefix: 24}]\n",
+        ),
+    ]
+    .join("---\n");
+    let path = write_temp(&dir, "many.yaml", &format!("---\n{file}"));
+    let p = path.to_str().unwrap();
+    let out = run(&["validate", p], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for valid in 1..=5 {
+        assert!(
+            out.stdout
+                .contains(&format!("many.yaml: document {valid}: valid")),
+            "{}",
+            out.stdout
+        );
+    }
+    for expected in [
+        format!(
+            "{p}: document 2: cannot share a node with {p}: document 1:\n  spec.ips[1]: network 'overlaps' has subnet 10.7.3.0/24 on a node both select, which overlaps subnet 10.7.0.0/16 of network 'first' (spec.ips[0])"
+        ),
+        format!(
+            "{p}: document 3: cannot share a node with {p}: document 1:\n  spec.bridge.name: network 'same-bridge' uses bridge 'virbr5' on a node both select, and so does network 'first' (spec.bridge.name)"
+        ),
+    ] {
+        assert!(
+            out.stderr.contains(&expected),
+            "missing {expected:?} in {}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        out.stderr.matches("cannot share a node").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+
+    // Disjoint documents are valid together.
+    let disjoint = [
+        network(
+            "a",
+            "  bridge: {name: virbr5}\n  ips: [{address: 10.7.0.1, prefix: 24}]\n",
+        ),
+        network(
+            "b",
+            "  bridge: {name: virbr6}\n  ips: [{address: 10.8.0.1, prefix: 24}]\n",
+        ),
+    ]
+    .join("---\n");
+    let out = run(&["validate", "-"], Some(&disjoint));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("<stdin>: document 2: valid"),
+        "{}",
+        out.stdout
+    );
+
+    // A malformed second document: its index, and the line in the file.
+    let malformed = format!(
+        "{}---\napiVersion: switchyard.dev/v1alpha1\nkind: Network\nmetadata: {{name: b\nspec: {{}}\n",
+        network("a", "  bridge: {name: virbr5}\n")
+    );
+    let out = run(&["validate", "-"], Some(&malformed));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("<stdin>: document 1: valid"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("<stdin>: document 2: not YAML: ") && out.stderr.contains("line 10"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Values written into dnsmasq's files must be one line (CVE-2026-61477): `validate` names
 /// each field, for YAML and for libvirt XML (`&#10;`).
 #[test]

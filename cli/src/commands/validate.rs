@@ -1,6 +1,8 @@
 //! `validate FILE...`: check definitions as `virsh net-define` would, plus switchyard's rules.
 
+use switchyard_crds::Network;
 use switchyard_libvirt::{modes, names, validate_network};
+use switchyard_placement::coexistence;
 
 use super::problem_lines;
 use crate::failure::Failure;
@@ -17,8 +19,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let mut invalid = Vec::new();
+    let mut sources = Vec::new();
     for file in &args.files {
-        let source = Source::read(file)?;
+        sources.extend(Source::read(file)?.documents());
+    }
+    // The valid networks, with the document each came from.
+    let mut valid: Vec<(String, Network)> = Vec::new();
+    for source in sources {
         let network = match source.network() {
             Ok(network) => network,
             Err(Failure::Invalid(reason)) => {
@@ -48,6 +55,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 pool(&network.spec),
                 network.spec.portgroups.len()
             ))?;
+            valid.push((source.name, network));
         } else {
             invalid.push(format!(
                 "{}: {} problem(s):\n{}",
@@ -57,11 +65,38 @@ pub fn run(args: Args) -> Result<(), Failure> {
             ));
         }
     }
+    invalid.extend(clashes(&valid));
     if invalid.is_empty() {
         Ok(())
     } else {
         Err(Failure::Invalid(invalid.join("\n")))
     }
+}
+
+/// The clashes between the networks of the documents, pair by pair, on a node both select
+/// (when one is found from their selectors, [`coexistence::shared_node_labels`]): one line
+/// each, naming both documents and both networks.
+fn clashes(networks: &[(String, Network)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (i, (first_source, first)) in networks.iter().enumerate() {
+        for (second_source, second) in &networks[i + 1..] {
+            let Some(labels) = coexistence::shared_node_labels(first, second) else {
+                continue;
+            };
+            let node = coexistence::Node {
+                name: "",
+                labels: &labels,
+            };
+            let name = second.metadata.name.clone().unwrap_or_default();
+            for clash in coexistence::clashes_with(node, second, &[first]) {
+                found.push(format!(
+                    "{second_source}: cannot share a node with {first_source}:\n  {}",
+                    clash.message_for(&name)
+                ));
+            }
+        }
+    }
+    found
 }
 
 /// A short description of the device pool.
