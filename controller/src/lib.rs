@@ -11,6 +11,7 @@ pub mod events;
 pub mod labels;
 pub mod metrics;
 pub mod nad;
+pub mod pod_networks;
 pub mod probes;
 pub mod reconcile;
 pub mod run;

@@ -3,6 +3,8 @@
 //! (Node status) take an AdmissionReview v1 and answer with the decisions of
 //! [`crate::admission`], made from the controller's caches. Requests of the node agents'
 //! ServiceAccount are judged by [`crate::admission::agent`], from the node of the agent's pod.
+//! `/mutate-pods`, the one mutating webhook, adds the resource requests of switchyard NADs a
+//! Pod names (`pods`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +29,7 @@ use crate::cache::Caches;
 use crate::metrics::Metrics;
 
 mod agents;
+mod pods;
 
 pub use agents::AgentPods;
 
@@ -66,6 +69,7 @@ pub fn router(state: WebhookState) -> Router {
         .route("/validate-networkports", post(validate_networkports))
         .route("/validate-networknodes", post(validate_networknodes))
         .route("/validate-nodes", post(validate_nodes))
+        .route("/mutate-pods", post(pods::mutate_pods))
         .with_state(state)
 }
 

@@ -269,3 +269,161 @@ async fn networks_get_their_attachment_definitions() {
     )
     .await;
 }
+
+/// A MutatingWebhookConfiguration sending this test's pods (by its label) to the
+/// controller's `/mutate-pods`, with the chart's path; deleted on drop.
+struct PodWebhook<'a> {
+    env: &'a TestEnv,
+    name: String,
+}
+
+impl<'a> PodWebhook<'a> {
+    fn register(env: &'a TestEnv, controller: &ControllerProcess) -> Self {
+        use base64::Engine;
+        let name = format!("switchyard-test-pods-{}", env.namespace);
+        let ca = std::fs::read(&controller.ca_file).expect("reading the webhook CA");
+        let (key, value) = env.test_label();
+        let config = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": "pods.mutate.switchyard.dev",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                // Fail here, unlike the chart: a webhook that errs must fail the test, not
+                // let the pod through unchanged.
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 2,
+                "objectSelector": {"matchLabels": {key: value}},
+                "clientConfig": {
+                    "url": format!("https://{}/mutate-pods", controller.webhook),
+                    "caBundle": base64::engine::general_purpose::STANDARD.encode(ca),
+                },
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                           "resources": ["pods"], "scope": "Namespaced"}],
+            }],
+        });
+        let out = env.kubectl(&["create", "-f", "-"], Some(&config.to_string()));
+        assert!(
+            out.status.success(),
+            "registering the pod webhook: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { env, name }
+    }
+}
+
+impl Drop for PodWebhook<'_> {
+    fn drop(&mut self) {
+        let _ = self.env.kubectl(
+            &[
+                "delete",
+                "mutatingwebhookconfiguration",
+                &self.name,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
+}
+
+/// Creates a pod of the test (labelled for the webhook) with `networks` as its
+/// `k8s.v1.cni.cncf.io/networks`, and returns its containers' resources as stored.
+async fn pod_resources(env: &TestEnv, name: &str, networks: Option<&str>) -> Vec<Value> {
+    let (key, value) = env.test_label();
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": env.namespace, "labels": {key: value}},
+        "spec": {"automountServiceAccountToken": false, "containers": [
+            {"name": "compute", "image": "pause", "resources": {"requests": {"cpu": "10m"}}},
+            {"name": "sidecar", "image": "pause"},
+        ]},
+    });
+    if let Some(networks) = networks {
+        pod["metadata"]["annotations"] = json!({"k8s.v1.cni.cncf.io/networks": networks});
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.client.clone(), &env.namespace);
+    let created = pods
+        .create(&Default::default(), &serde_json::from_value(pod).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("creating pod {name}: {e}"));
+    let spec = serde_json::to_value(created.spec.unwrap()).unwrap();
+    spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.get("resources").cloned().unwrap_or(json!({})))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_naming_switchyard_nads_get_the_resource() {
+    let env = TestEnv::new("nad-pods").await;
+    let flags = [("SWITCHYARD_NAD_NAMESPACES", env.namespace.as_str())];
+    let controller = ControllerProcess::start_with(&env.kubeconfig, true, &flags).await;
+    let network = create_network(
+        &env,
+        "podnet",
+        "  bridge: {name: br0}\n  forward: {mode: bridge}\n  portgroups: [{name: web}]\n",
+    )
+    .await;
+    eventually("the network's two NADs", WAIT, || async {
+        (nads(&env, &network).await.len() == 2).then_some(())
+    })
+    .await;
+    // A NAD of someone else's plugin, and a look-alike not made by the controller.
+    for (name, labels) in [
+        ("macvlan", json!({})),
+        ("fake", json!({"switchyard.dev/network": network})),
+    ] {
+        let nad = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": env.namespace, "labels": labels},
+            "spec": {"config": "{\"cniVersion\":\"1.0.0\",\"name\":\"x\",\"type\":\"macvlan\"}"}});
+        let out = env.kubectl(&["create", "-f", "-"], Some(&nad.to_string()));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // No controller-manager makes the namespace's ServiceAccount; pods need one.
+    kubectl_ok(
+        &env,
+        &["create", "serviceaccount", "default", "-n", &env.namespace],
+    );
+    let _webhook = PodWebhook::register(&env, &controller);
+    let resource = format!("switchyard.dev/{network}");
+
+    // The comma form, one interface twice, with the namespace and an interface name.
+    let ns = &env.namespace;
+    let annotation = format!("{network}, {ns}/{network}-web@net2, macvlan, fake");
+    let resources = eventually("the webhook serving pods", WAIT, || {
+        let annotation = annotation.clone();
+        let env = &env;
+        async move {
+            let name = format!("comma-{}", switchyard_tests::control_plane::unique_suffix());
+            let resources = pod_resources(env, &name, Some(&annotation)).await;
+            resources[0].get("limits").is_some().then_some(resources)
+        }
+    })
+    .await;
+    assert_eq!(
+        resources[0],
+        json!({"requests": {"cpu": "10m", resource.clone(): "2"}, "limits": {resource.clone(): "2"}}),
+        "the first container asks for both interfaces, nothing for the others' NADs"
+    );
+    assert_eq!(resources[1], json!({}), "other containers are left alone");
+
+    // The JSON form.
+    let json_form = json!([{"name": format!("{network}-web"), "interface": "pod1"}]).to_string();
+    let resources = pod_resources(&env, "json", Some(&json_form)).await;
+    assert_eq!(resources[0]["limits"], json!({resource.clone(): "1"}));
+
+    // Pods naming no switchyard NAD, or no network at all, are unchanged.
+    for (name, networks) in [("other", Some("macvlan")), ("plain", None)] {
+        let resources = pod_resources(&env, name, networks).await;
+        assert_eq!(resources[0], json!({"requests": {"cpu": "10m"}}), "{name}");
+    }
+}
