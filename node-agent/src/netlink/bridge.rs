@@ -7,7 +7,8 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 use tracing::{debug, info};
 
 use super::{
-    EEXIST, ENODEV, EXFULL, LinkManager, NetlinkError, RealisedLink, errno, observe, parse_mac,
+    Attempt, EEXIST, ENODEV, EXFULL, LinkManager, NetlinkError, RealisedLink, errno, observe,
+    parse_mac,
 };
 use crate::ownership::{LinkRef, link_name, peer_link_name};
 
@@ -29,20 +30,6 @@ pub struct BridgePortRequest<'a> {
 }
 
 impl LinkManager {
-    async fn create_bridge_port_again(
-        &self,
-        request: &BridgePortRequest<'_>,
-        attempt: u32,
-    ) -> Result<RealisedLink, NetlinkError> {
-        if attempt >= super::CREATE_ATTEMPTS {
-            return Err(NetlinkError::CreateRetries {
-                name: link_name(request.port_uid),
-                attempts: attempt,
-            });
-        }
-        Box::pin(self.create_bridge_port_attempt(request, attempt + 1)).await
-    }
-
     /// Creates the port's veth pair: the bridge end named [`link_name`], attached to the
     /// bridge, up, in the owned group, aliased with the port UID; the guest end named
     /// [`peer_link_name`], up, with the guest's MAC. A full bridge gives
@@ -51,16 +38,18 @@ impl LinkManager {
         &self,
         request: &BridgePortRequest<'_>,
     ) -> Result<RealisedLink, NetlinkError> {
-        self.create_bridge_port_attempt(request, 1).await
+        super::bounded_create(&link_name(request.port_uid), move |_| {
+            self.create_bridge_port_attempt(request)
+        })
+        .await
     }
 
-    /// One attempt of [`Self::create_bridge_port`]; a name taken again after the old link was replaced (or
-    /// a stale cached ifindex) is tried again, at most [`super::CREATE_ATTEMPTS`] times in all.
+    /// One attempt of [`Self::create_bridge_port`]; a name taken again after the old link was
+    /// replaced (or a stale cached ifindex) asks [`super::bounded_create`] for another.
     async fn create_bridge_port_attempt(
         &self,
         request: &BridgePortRequest<'_>,
-        attempt: u32,
-    ) -> Result<RealisedLink, NetlinkError> {
+    ) -> Result<Attempt<RealisedLink>, NetlinkError> {
         let guest_mac = parse_mac(request.mac)?;
         let mut bridge_mac = guest_mac;
         bridge_mac[0] = 0xfe;
@@ -113,7 +102,7 @@ impl LinkManager {
             }
             Err(error) if errno(&error) == Some(ENODEV) && cached => {
                 self.forget_device(request.bridge);
-                return self.create_bridge_port_again(request, attempt).await;
+                return Ok(Attempt::Again("the bridge's cached ifindex was stale"));
             }
             Err(error) if errno(&error) == Some(ENODEV) => {
                 return Err(NetlinkError::BridgeNotFound(request.bridge.to_string()));
@@ -124,7 +113,7 @@ impl LinkManager {
                     .await?
                 {
                     Some(existing) => (existing.header.index, Some(existing), true),
-                    None => return self.create_bridge_port_again(request, attempt).await,
+                    None => return Ok(Attempt::Again("this port's old link was replaced")),
                 }
             }
             Err(error) => {
@@ -193,12 +182,12 @@ impl LinkManager {
         alias_set?;
         peer_set?;
         info!(link = %link, bridge = request.bridge, peer = %peer, already_existed, "bridge port ready");
-        Ok(RealisedLink {
+        Ok(Attempt::Done(RealisedLink {
             link,
             peer: Some(peer),
             tap_device: None,
             already_existed,
-        })
+        }))
     }
 
     /// The existing link named for this port: returned if it is this port's veth on this

@@ -9,7 +9,8 @@ use tracing::{debug, info};
 
 use super::observe::LinkSummary;
 use super::{
-    EEXIST, EINVAL, ENODEV, LinkManager, NetlinkError, RealisedLink, errno, observe, parse_mac,
+    Attempt, EEXIST, EINVAL, ENODEV, LinkManager, NetlinkError, RealisedLink, errno, observe,
+    parse_mac,
 };
 use crate::ownership::{LinkRef, link_name};
 
@@ -46,20 +47,6 @@ pub(super) fn api_mode(mode: &KernelMode) -> Option<MacvtapMode> {
 }
 
 impl LinkManager {
-    async fn create_macvtap_again(
-        &self,
-        request: &MacvtapRequest<'_>,
-        attempt: u32,
-    ) -> Result<RealisedLink, NetlinkError> {
-        if attempt >= super::CREATE_ATTEMPTS {
-            return Err(NetlinkError::CreateRetries {
-                name: link_name(request.port_uid),
-                attempts: attempt,
-            });
-        }
-        Box::pin(self.create_macvtap_attempt(request, attempt + 1)).await
-    }
-
     /// Creates the port's macvtap on `lower`, up, in the owned group, aliased with the port UID,
     /// and returns it with its tap device. Idempotent: if this port's link already exists as
     /// asked it is returned; if it exists differently (another device or mode) it is replaced.
@@ -67,16 +54,18 @@ impl LinkManager {
         &self,
         request: &MacvtapRequest<'_>,
     ) -> Result<RealisedLink, NetlinkError> {
-        self.create_macvtap_attempt(request, 1).await
+        super::bounded_create(&link_name(request.port_uid), move |_| {
+            self.create_macvtap_attempt(request)
+        })
+        .await
     }
 
-    /// One attempt of [`Self::create_macvtap`]; a name taken again after the old link was replaced (or
-    /// a stale cached ifindex) is tried again, at most [`super::CREATE_ATTEMPTS`] times in all.
+    /// One attempt of [`Self::create_macvtap`]; a name taken again after the old link was
+    /// replaced (or a stale cached ifindex) asks [`super::bounded_create`] for another.
     async fn create_macvtap_attempt(
         &self,
         request: &MacvtapRequest<'_>,
-        attempt: u32,
-    ) -> Result<RealisedLink, NetlinkError> {
+    ) -> Result<Attempt<RealisedLink>, NetlinkError> {
         let mac = parse_mac(request.mac)?;
         let name = link_name(request.port_uid);
         let (lower_index, cached) = self
@@ -99,12 +88,12 @@ impl LinkManager {
                 match self.existing_macvtap(&name, request, lower_index).await? {
                     Some(existing) => (existing.header.index, Some(existing), true),
                     // It was this port's, but not as asked: it is gone now, create afresh.
-                    None => return self.create_macvtap_again(request, attempt).await,
+                    None => return Ok(Attempt::Again("this port's old link was replaced")),
                 }
             }
             Err(error) if errno(&error) == Some(ENODEV) && cached => {
                 self.forget_device(request.lower);
-                return self.create_macvtap_again(request, attempt).await;
+                return Ok(Attempt::Again("the device's cached ifindex was stale"));
             }
             Err(error) if errno(&error) == Some(ENODEV) => {
                 return Err(NetlinkError::DeviceNotFound(request.lower.to_string()));
@@ -140,12 +129,12 @@ impl LinkManager {
             link = %link, lower = request.lower, mode = request.mode.as_str(),
             mac = request.mac, tap = %tap_device, already_existed, "macvtap ready"
         );
-        Ok(RealisedLink {
+        Ok(Attempt::Done(RealisedLink {
             link,
             peer: None,
             tap_device: Some(tap_device),
             already_existed,
-        })
+        }))
     }
 
     /// Sets what creation could not: the alias when the kernel dropped it, and a passthrough

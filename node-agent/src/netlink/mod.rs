@@ -45,6 +45,41 @@ use netns::NamespaceWorker;
 /// the name taken again) or a cached ifindex was stale: a bound, not a loop.
 const CREATE_ATTEMPTS: u32 = 3;
 
+/// What one attempt of a link create came to, as the caller's attempt decides it.
+#[derive(Debug)]
+enum Attempt<T> {
+    /// The link is there: created now, or this port's own found as asked.
+    Done(T),
+    /// Try the create again: the name was taken (EEXIST) and the caller resolved the existing
+    /// link by removing it, or a cached ifindex was stale. Says why, for the log.
+    Again(&'static str),
+}
+
+/// Runs `attempt` (given its 1-based number) until it is [`Attempt::Done`] or fails, at most
+/// [`CREATE_ATTEMPTS`] times; the caller's attempt decides what an existing link means
+/// (adopt it, replace it, or refuse). Every create path goes through here, so none can loop
+/// on EEXIST when someone keeps taking the name.
+///
+/// A plain closure returning a future rather than an async closure: the latter's futures are
+/// not provably `Send`, which the agent's reconcile tasks need.
+async fn bounded_create<T, E, F>(name: &str, mut attempt: impl FnMut(u32) -> F) -> Result<T, E>
+where
+    F: Future<Output = Result<Attempt<T>, E>>,
+    E: From<NetlinkError>,
+{
+    for number in 1..=CREATE_ATTEMPTS {
+        match attempt(number).await? {
+            Attempt::Done(created) => return Ok(created),
+            Attempt::Again(why) => debug!(name, attempt = number, why, "creating the link again"),
+        }
+    }
+    Err(NetlinkError::CreateRetries {
+        name: name.to_string(),
+        attempts: CREATE_ATTEMPTS,
+    }
+    .into())
+}
+
 /// `EEXIST`: a link of that name exists.
 const EEXIST: i32 = 17;
 /// `ENODEV`: no such link.
@@ -111,9 +146,11 @@ pub enum NetlinkError {
         /// The port that wanted it.
         port_uid: String,
     },
-    /// A link's name (or its peer's) was still taken after the old link was replaced, every
-    /// attempt.
-    #[error("link {name}: its name (or its peer's) was still taken after {attempts} attempts")]
+    /// A link could not be created in [`CREATE_ATTEMPTS`] attempts: its name (or its peer's)
+    /// was taken again after the old link was replaced, or its device's ifindex kept changing.
+    #[error(
+        "link {name}: not created after {attempts} attempts: its name (or its peer's) was taken again after the old link was replaced, or its device kept changing"
+    )]
     CreateRetries {
         /// The link's name.
         name: String,
@@ -367,6 +404,57 @@ fn parse_mac(mac: &str) -> Result<[u8; 6], NetlinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_create_whose_name_is_always_taken_gives_up_after_the_bound() {
+        let mut calls = Vec::new();
+        let outcome: Result<(), NetlinkError> = bounded_create("syt1234567890", |n| {
+            calls.push(n);
+            async { Ok(Attempt::Again("name taken again")) }
+        })
+        .await;
+        assert_eq!(
+            calls,
+            [1, 2, 3],
+            "tried exactly CREATE_ATTEMPTS times, numbered"
+        );
+        let error = outcome.unwrap_err();
+        assert!(
+            matches!(&error, NetlinkError::CreateRetries { name, attempts: 3 } if name == "syt1234567890"),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("syt1234567890") && message.contains("3 attempts"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_create_that_succeeds_on_a_later_attempt_or_fails_stops_there() {
+        let mut calls = 0;
+        let created: Result<u32, NetlinkError> = bounded_create("l", |n| {
+            calls += 1;
+            async move {
+                Ok(if n < 2 {
+                    Attempt::Again("stale ifindex")
+                } else {
+                    Attempt::Done(7)
+                })
+            }
+        })
+        .await;
+        assert_eq!((created.unwrap(), calls), (7, 2));
+
+        let mut calls = 0;
+        let refused: Result<(), NetlinkError> = bounded_create("l", |_| {
+            calls += 1;
+            async { Err(NetlinkError::DeviceNotFound("eth9".into())) }
+        })
+        .await;
+        assert!(matches!(refused, Err(NetlinkError::DeviceNotFound(_))));
+        assert_eq!(calls, 1, "an error is not retried");
+    }
 
     #[test]
     fn a_mac_that_does_not_parse_is_an_invalid_mac_naming_it() {

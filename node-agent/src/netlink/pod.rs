@@ -26,7 +26,9 @@ use tokio::task::JoinHandle;
 
 use super::macvtap::{api_mode, kernel_mode};
 use super::netns::NamespaceWorker;
-use super::{EEXIST, EINVAL, ENODEV, EXFULL, LinkManager, NetlinkError, NetnsTarget, errno};
+use super::{
+    Attempt, EEXIST, EINVAL, ENODEV, EXFULL, LinkManager, NetlinkError, NetnsTarget, errno,
+};
 
 /// `EBUSY`: the requested ifindex is taken in the target namespace.
 const EBUSY: i32 = 16;
@@ -105,11 +107,24 @@ pub struct PodLink {
 
 impl LinkManager {
     /// Creates a macvtap on the node's `lower` directly inside a pod's namespace (see the
-    /// module docs), down: [`PodNamespace::bring_up`] finishes it.
+    /// module docs), down: [`PodNamespace::bring_up`] finishes it. A name already taken in the
+    /// pod's namespace is [`PodLinkError::NameExists`], never replaced: that link is not ours.
     pub async fn create_pod_macvtap(
         &self,
         request: &PodMacvtapRequest<'_>,
     ) -> Result<(), PodLinkError> {
+        super::bounded_create(request.ifname, move |_| {
+            self.create_pod_macvtap_attempt(request)
+        })
+        .await
+    }
+
+    /// One attempt of [`Self::create_pod_macvtap`]; a stale cached ifindex asks
+    /// [`super::bounded_create`] for another.
+    async fn create_pod_macvtap_attempt(
+        &self,
+        request: &PodMacvtapRequest<'_>,
+    ) -> Result<Attempt<()>, PodLinkError> {
         let (lower_index, cached) = self
             .device_index(request.lower)
             .await?
@@ -124,7 +139,7 @@ impl LinkManager {
         }
         // No NLM_F_ECHO here: the kernel would echo from the pod's namespace.
         match self.handle.link().add(builder.build()).execute().await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Attempt::Done(())),
             Err(error) if errno(&error) == Some(EEXIST) => {
                 Err(PodLinkError::NameExists(request.ifname.to_string()))
             }
@@ -133,7 +148,7 @@ impl LinkManager {
             }
             Err(error) if errno(&error) == Some(ENODEV) && cached => {
                 self.forget_device(request.lower);
-                Box::pin(self.create_pod_macvtap(request)).await
+                Ok(Attempt::Again("the device's cached ifindex was stale"))
             }
             Err(error) if errno(&error) == Some(ENODEV) => Err(PodLinkError::Netlink(
                 NetlinkError::DeviceNotFound(request.lower.to_string()),
@@ -158,8 +173,21 @@ impl LinkManager {
 impl LinkManager {
     /// Creates a bridge network's veth pair in one request (see [`PodVethRequest`]): the pod
     /// end down (brought up by [`PodNamespace::bring_up`]), the bridge end up and attached.
-    /// Returns the bridge end's ifindex.
+    /// Returns the bridge end's ifindex. A pod end name already taken is
+    /// [`PodLinkError::NameExists`], never replaced.
     pub async fn create_pod_veth(&self, request: &PodVethRequest<'_>) -> Result<u32, PodLinkError> {
+        super::bounded_create(request.host_name, move |_| {
+            self.create_pod_veth_attempt(request)
+        })
+        .await
+    }
+
+    /// One attempt of [`Self::create_pod_veth`]; a stale cached ifindex asks
+    /// [`super::bounded_create`] for another.
+    async fn create_pod_veth_attempt(
+        &self,
+        request: &PodVethRequest<'_>,
+    ) -> Result<Attempt<u32>, PodLinkError> {
         let (bridge_index, cached) = self
             .device_index(request.bridge)
             .await?
@@ -214,7 +242,7 @@ impl LinkManager {
             }
             Err(error) if errno(&error) == Some(ENODEV) && cached => {
                 self.forget_device(request.bridge);
-                return Box::pin(self.create_pod_veth(request)).await;
+                return Ok(Attempt::Again("the bridge's cached ifindex was stale"));
             }
             Err(error) if errno(&error) == Some(ENODEV) => {
                 return Err(PodLinkError::Netlink(NetlinkError::BridgeNotFound(
@@ -233,7 +261,7 @@ impl LinkManager {
         }
         self.link_by_name(request.host_name)
             .await?
-            .map(|link| link.header.index)
+            .map(|link| Attempt::Done(link.header.index))
             .ok_or_else(|| {
                 PodLinkError::Netlink(NetlinkError::LinkGone(crate::ownership::LinkRef {
                     ifindex: 0,
