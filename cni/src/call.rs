@@ -183,20 +183,21 @@ impl Call {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The MAC the runtime asks for: `runtimeConfig.mac`, then `CNI_ARGS` `MAC=`; checked to be
-    /// a unicast address.
-    pub fn requested_mac(&self) -> Result<Option<String>, CniError> {
+    /// The MAC the runtime asks for, as given: `runtimeConfig.mac`, then `CNI_ARGS` `MAC=`.
+    /// Not checked here: the agent checks it with libvirt's one MAC parser (the shim stays
+    /// small and does not link the libvirt crate), and [`RequestedMac::invalid`] makes its
+    /// error.
+    pub fn requested_mac(&self) -> Option<RequestedMac<'_>> {
         if let Some(mac) = &self.config.runtime_mac {
-            return check_mac(mac)
-                .map(Some)
-                .map_err(|why| CniError::config(format!("field 'runtimeConfig.mac': {why}")));
+            return Some(RequestedMac {
+                value: mac,
+                source: MacSource::RuntimeConfig,
+            });
         }
-        match self.arg("MAC") {
-            Some(mac) => check_mac(mac)
-                .map(Some)
-                .map_err(|why| CniError::environment(format!("CNI_ARGS MAC: {why}"))),
-            None => Ok(None),
-        }
+        self.arg("MAC").map(|mac| RequestedMac {
+            value: mac,
+            source: MacSource::CniArgs,
+        })
     }
 
     /// The attachment this call is about (ADD, DEL, CHECK).
@@ -252,33 +253,37 @@ pub fn parse_args(text: &str) -> Result<Vec<(String, String)>, CniError> {
         .collect()
 }
 
-/// Checks a MAC address: six two-digit hex bytes separated by ':', not multicast; returns it
-/// in lower case.
-pub fn check_mac(mac: &str) -> Result<String, String> {
-    let parts: Vec<&str> = mac.split(':').collect();
-    let bytes: Option<Vec<u8>> = (parts.len() == 6)
-        .then(|| {
-            parts
-                .iter()
-                .map(|p| {
-                    (p.len() == 2)
-                        .then(|| u8::from_str_radix(p, 16).ok())
-                        .flatten()
-                })
-                .collect()
-        })
-        .flatten();
-    let Some(bytes) = bytes else {
-        return Err(format!(
-            "'{mac}' is not a MAC address (six hex bytes separated by ':')"
-        ));
-    };
-    if bytes[0] & 1 == 1 {
-        return Err(format!(
-            "'{mac}' is a multicast address; an interface needs a unicast one"
-        ));
+/// A MAC the runtime asked for, and where it said so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestedMac<'a> {
+    /// The value as the runtime wrote it.
+    pub value: &'a str,
+    /// Where it came from.
+    pub source: MacSource,
+}
+
+/// Where a requested MAC came from: which field a refusal names, and its error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacSource {
+    /// `runtimeConfig.mac` in the network configuration.
+    RuntimeConfig,
+    /// `MAC=` in `CNI_ARGS`.
+    CniArgs,
+}
+
+impl RequestedMac<'_> {
+    /// The CNI error refusing this MAC for `why`: invalid network configuration (7) for
+    /// `runtimeConfig.mac`, invalid environment (4) for `CNI_ARGS`, as the spec sorts them.
+    pub fn invalid(&self, why: &str) -> CniError {
+        match self.source {
+            MacSource::RuntimeConfig => {
+                CniError::config(format!("field 'runtimeConfig.mac': '{}' {why}", self.value))
+            }
+            MacSource::CniArgs => {
+                CniError::environment(format!("CNI_ARGS MAC: '{}' {why}", self.value))
+            }
+        }
     }
-    Ok(mac.to_ascii_lowercase())
 }
 
 impl NetConf {
@@ -425,7 +430,7 @@ mod tests {
         assert_eq!(call.arg("K8S_POD_NAME"), Some("vm"));
         assert_eq!(call.config.network, "lan", "network defaults to name");
         assert_eq!(
-            call.requested_mac().unwrap().as_deref(),
+            call.requested_mac().map(|m| m.value),
             Some("52:54:00:00:00:01")
         );
     }
@@ -511,31 +516,37 @@ mod tests {
     }
 
     #[test]
-    fn runtime_mac_wins_over_cni_args_and_bad_macs_are_refused() {
+    fn runtime_mac_wins_over_cni_args_and_a_refusal_names_its_field() {
         let conf =
             r#"{"cniVersion":"1.0.0","name":"lan","runtimeConfig":{"mac":"02:AA:00:00:00:02"}}"#;
         let call = Call::parse(&add_env(), conf).unwrap();
+        let mac = call.requested_mac().unwrap();
         assert_eq!(
-            call.requested_mac().unwrap().as_deref(),
-            Some("02:aa:00:00:00:02")
+            (mac.value, mac.source),
+            ("02:AA:00:00:00:02", MacSource::RuntimeConfig)
         );
-        let conf =
-            r#"{"cniVersion":"1.0.0","name":"lan","runtimeConfig":{"mac":"01:00:5e:00:00:01"}}"#;
-        let error = Call::parse(&add_env(), conf)
-            .unwrap()
-            .requested_mac()
-            .unwrap_err();
-        assert!(error.details.contains("multicast"), "{}", error.details);
+        let error = mac.invalid("is a multicast address");
+        assert_eq!(error.code, 7);
+        assert_eq!(
+            error.details,
+            "field 'runtimeConfig.mac': '02:AA:00:00:00:02' is a multicast address"
+        );
+
         let mut e = add_env();
         e.insert("CNI_ARGS".into(), "MAC=52:54:00".into());
-        let error = Call::parse(&e, CONF).unwrap().requested_mac().unwrap_err();
+        let call = Call::parse(&e, CONF).unwrap();
+        let mac = call.requested_mac().unwrap();
+        assert_eq!((mac.value, mac.source), ("52:54:00", MacSource::CniArgs));
+        let error = mac.invalid("is not a MAC address");
         assert_eq!(error.code, 4);
+        assert_eq!(
+            error.details,
+            "CNI_ARGS MAC: '52:54:00' is not a MAC address"
+        );
+
         let mut e = add_env();
         e.insert("CNI_ARGS".into(), "K8S_POD_NAME=x".into());
-        assert_eq!(
-            Call::parse(&e, CONF).unwrap().requested_mac().unwrap(),
-            None
-        );
+        assert_eq!(Call::parse(&e, CONF).unwrap().requested_mac(), None);
     }
 
     #[test]

@@ -531,6 +531,76 @@ async fn plugin_calls_as_containerd_makes_them() {
     assert_eq!(refused.code(), 7);
     assert!(refused.stdout.contains("no-such-network"), "{refused:?}");
 
+    // The MAC the runtime asks for is checked by the agent with libvirt's MAC rules: a
+    // multicast one in runtimeConfig is an invalid configuration, a malformed CNI_ARGS MAC an
+    // invalid environment, each naming its field and why; neither leaves a port or a link.
+    let bad_conf = Sandbox1::new(
+        pod_netns.path(),
+        &pod,
+        "net4",
+        conf(
+            &node,
+            "1.0.0",
+            json!({"runtimeConfig": {"mac": "03:42:00:00:00:09"}}),
+        ),
+    );
+    let refused = run_plugin(&bad_conf.vars("ADD"), &bad_conf.stdin(false));
+    assert_eq!(refused.code(), 7, "{refused:?}");
+    let details = refused.json()["details"].as_str().unwrap().to_string();
+    assert!(
+        details.starts_with("field 'runtimeConfig.mac': '03:42:00:00:00:09'")
+            && details.contains("multicast"),
+        "{refused:?}"
+    );
+    let mut vars = bad_conf.vars("ADD");
+    vars.iter_mut()
+        .find(|(k, _)| *k == "CNI_ARGS")
+        .unwrap()
+        .1
+        .push_str(";MAC=02:42:00:00:00");
+    let plain = Sandbox1::new(
+        pod_netns.path(),
+        &pod,
+        "net4",
+        conf(&node, "1.0.0", json!({})),
+    );
+    let refused = run_plugin(&vars, &plain.stdin(false));
+    assert_eq!(refused.code(), 4, "{refused:?}");
+    assert_eq!(
+        refused.json()["details"],
+        "CNI_ARGS MAC: '02:42:00:00:00' is not a MAC address (six hex bytes separated by ':')",
+        "{refused:?}"
+    );
+    assert!(link_json(&pod_netns, "net4").is_none());
+    assert_eq!(
+        pod_ports(&env, &first.pod_uid).await.len(),
+        2,
+        "no port for a refused MAC"
+    );
+    // libvirt's spellings (one hex digit per byte) are accepted and given back as libvirt
+    // spells them.
+    let mut short = Sandbox1::new(
+        pod_netns.path(),
+        &pod,
+        "net5",
+        conf(
+            &node,
+            "1.0.0",
+            json!({"runtimeConfig": {"mac": "2:42:0:0:0:A"}}),
+        ),
+    );
+    short.container_id = first.container_id.clone();
+    let added = short.add();
+    assert!(added.success, "{added:?}");
+    assert_eq!(added.json()["interfaces"][0]["mac"], "02:42:00:00:00:0a");
+    assert_eq!(
+        link_json(&pod_netns, "net5").unwrap()["address"],
+        "02:42:00:00:00:0a"
+    );
+    assert!(short.check().success, "CHECK agrees with the canonical MAC");
+    assert!(short.del().success);
+    assert!(link_json(&pod_netns, "net5").is_none());
+
     // DEL, twice: both succeed with no output, the link and the port are gone.
     for attempt in 0..2 {
         let deleted = second.del();

@@ -23,7 +23,7 @@ use switchyard_crds::{
 use switchyard_libvirt::merge::{EffectivePort, PortRequest, effective_port};
 use tracing::{info, warn};
 
-use super::naming::{derived_mac, host_link_name, ifindex_candidate, port_name};
+use super::naming::{derived_mac, host_link_name, ifindex_candidate, port_name, requested_mac};
 use super::records::{NetnsId, Phase, Record};
 use super::{
     ANNOTATION_CONTAINER_ID, ANNOTATION_IFNAME, ANNOTATION_NETNS, Cni, LABEL_POD_UID, sweep,
@@ -158,7 +158,7 @@ async fn add(cni: &Cni, call: &Call) -> Result<Value, CniError> {
         .ok_or_else(|| CniError::environment("CNI_NETNS is not set"))?;
     let pod_namespace = required_arg(call, "K8S_POD_NAMESPACE")?;
     let pod_name = required_arg(call, "K8S_POD_NAME")?;
-    let requested_mac = call.requested_mac()?;
+    let requested_mac = requested_mac(call)?;
     let placement = place(cni, call)?;
 
     let mut records = cni.records.lock().await;

@@ -1,6 +1,7 @@
 //! The names, MAC addresses and ifindexes the CNI server derives. Pure.
 
-use switchyard_libvirt::values::format_mac;
+use switchyard_cni::{Call, CniError};
+use switchyard_libvirt::values::{format_mac, is_multicast_mac, parse_mac};
 
 /// FNV-1a, 64 bits: stable across versions and platforms, which `std`'s hasher is not.
 fn fnv1a(parts: &[&str]) -> u64 {
@@ -30,6 +31,22 @@ pub fn port_name(pod: &str, pod_uid: &str, ifname: &str) -> String {
         stem.pop();
     }
     format!("{stem}-{suffix}")
+}
+
+/// The MAC the runtime asked for (`runtimeConfig.mac`, then `CNI_ARGS` `MAC=`), checked with
+/// libvirt's MAC rules ([`parse_mac`]: one or two hex digits per byte) and in libvirt's
+/// spelling; `None` when it asked for none. An interface needs a unicast address.
+pub fn requested_mac(call: &Call) -> Result<Option<String>, CniError> {
+    let Some(requested) = call.requested_mac() else {
+        return Ok(None);
+    };
+    let bytes = parse_mac(requested.value).ok_or_else(|| {
+        requested.invalid("is not a MAC address (six hex bytes separated by ':')")
+    })?;
+    if is_multicast_mac(bytes) {
+        return Err(requested.invalid("is a multicast address; an interface needs a unicast one"));
+    }
+    Ok(Some(format_mac(&bytes)))
 }
 
 /// The MAC of a pod's interface when the runtime asks for none: derived from the owner's UID
@@ -68,8 +85,77 @@ pub fn ifindex_candidate(container_id: &str, ifname: &str, attempt: u32) -> u32 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use switchyard_libvirt::values::parse_mac;
+
+    fn add_call(args: &str, conf: &str) -> Call {
+        let env: BTreeMap<String, String> = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "abc123"),
+            ("CNI_NETNS", "/run/netns/p"),
+            ("CNI_IFNAME", "net1"),
+            ("CNI_ARGS", args),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Call::parse(&env, conf).unwrap()
+    }
+
+    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"lan"}"#;
+
+    #[test]
+    fn a_requested_mac_is_checked_with_libvirts_rules_and_spelled_as_libvirt_does() {
+        let call = add_call("MAC=52:54:00:AB:c:1", CONF);
+        assert_eq!(
+            requested_mac(&call).unwrap().as_deref(),
+            Some("52:54:00:ab:0c:01")
+        );
+        let conf =
+            r#"{"cniVersion":"1.0.0","name":"lan","runtimeConfig":{"mac":"02:AA:00:00:00:02"}}"#;
+        let call = add_call("MAC=52:54:00:00:00:01", conf);
+        assert_eq!(
+            requested_mac(&call).unwrap().as_deref(),
+            Some("02:aa:00:00:00:02"),
+            "runtimeConfig wins"
+        );
+        assert_eq!(
+            requested_mac(&add_call("K8S_POD_NAME=x", CONF)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bad_requested_mac_is_refused_naming_its_field_and_why() {
+        let conf =
+            r#"{"cniVersion":"1.0.0","name":"lan","runtimeConfig":{"mac":"01:00:5e:00:00:01"}}"#;
+        let error = requested_mac(&add_call("", conf)).unwrap_err();
+        assert_eq!(error.code, 7);
+        assert!(
+            error
+                .details
+                .starts_with("field 'runtimeConfig.mac': '01:00:5e:00:00:01'")
+                && error.details.contains("multicast"),
+            "{}",
+            error.details
+        );
+        for bad in [
+            "52:54:00",
+            "52:54:00:00:00:01:02",
+            "52:54:00:00:00:1g",
+            "525:4:0:0:0:1",
+        ] {
+            let error = requested_mac(&add_call(&format!("MAC={bad}"), CONF)).unwrap_err();
+            assert_eq!(error.code, 4, "{bad}");
+            assert_eq!(
+                error.details,
+                format!(
+                    "CNI_ARGS MAC: '{bad}' is not a MAC address (six hex bytes separated by ':')"
+                )
+            );
+        }
+    }
 
     #[test]
     fn derived_macs_are_stable_unicast_and_local() {
