@@ -12,8 +12,8 @@ use kube::api::{DeleteParams, PostParams};
 use switchyard_crds::*;
 use switchyard_tests::cluster::TestEnv;
 use switchyard_tests::fixtures::{
-    OWNED_GROUP, count_phase, create_network, kernel_connections, list_ports, mac, network_node,
-    node_with_network, phase, port, ports_api, wait_ports,
+    OWNED_GROUP, count_phase, create_network, kernel_connections, list_ports, mac,
+    node_with_network, phase, port, ports_api, wait_network_node, wait_ports,
 };
 use switchyard_tests::netns::LinkView;
 use switchyard_tests::nodes::SimulatedNode;
@@ -24,25 +24,6 @@ const POLL: Duration = Duration::from_millis(100);
 
 fn agent() -> &'static Path {
     Path::new(AGENT)
-}
-
-/// Polls the node's report until `done` holds.
-async fn wait_report<F>(env: &TestEnv, node: &str, what: &str, done: F) -> NetworkNodeStatus
-where
-    F: Fn(&NetworkNodeStatus) -> bool,
-{
-    let start = Instant::now();
-    loop {
-        let status = network_node(env, node).await;
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}: {status:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -145,7 +126,7 @@ async fn every_mode_makes_the_right_link() {
         .expect("the guest end exists");
     assert_eq!(peer.mac.as_deref(), Some(mac(9).as_str()));
 
-    let report = wait_report(&env, &node.name, "5 ports reported", |s| s.ports == 5).await;
+    let report = wait_network_node(&env, &node.name, "5 ports reported", |s| s.ports == 5).await;
     assert_eq!(report.networks_ready, 5);
     let passthrough = report
         .networks
@@ -179,7 +160,7 @@ async fn every_mode_makes_the_right_link() {
         node.sandbox.link(name).unwrap().is_none(),
         "the vepa link is gone"
     );
-    wait_report(&env, &node.name, "4 ports reported", |s| s.ports == 4).await;
+    wait_network_node(&env, &node.name, "4 ports reported", |s| s.ports == 4).await;
 }
 
 #[tokio::test]
@@ -261,7 +242,7 @@ async fn an_exclusive_pool_is_never_over_allocated() {
     )
     .await;
     assert_eq!(count_phase(&ports, PortPhase::Pending), 15);
-    let report = wait_report(&env, &node.name, "4 exclusive holders", |s| s.ports == 4).await;
+    let report = wait_network_node(&env, &node.name, "4 exclusive holders", |s| s.ports == 4).await;
     let entry = report.networks.iter().find(|n| n.name == net).unwrap();
     assert!(
         entry
@@ -293,7 +274,7 @@ async fn private_8021qbh_holds_a_device_per_port_and_bridge_mode_shares() {
     .await;
     node.start_agent(agent());
 
-    let report = wait_report(&env, &node.name, "both networks ready", |s| {
+    let report = wait_network_node(&env, &node.name, "both networks ready", |s| {
         s.networks_ready == 2
     })
     .await;
@@ -368,7 +349,7 @@ async fn private_8021qbh_holds_a_device_per_port_and_bridge_mode_shares() {
         .collect();
     assert_eq!(private_devices.len(), 2, "two private ports on two devices");
 
-    let report = wait_report(&env, &node.name, "5 ports reported", |s| s.ports == 5).await;
+    let report = wait_network_node(&env, &node.name, "5 ports reported", |s| s.ports == 5).await;
     let private_state = network(&report, &private);
     assert_eq!((private_state.capacity, private_state.free), (2, 0));
     assert!(private_state.devices.iter().all(|d| d.exclusive));
@@ -478,7 +459,7 @@ async fn a_sigkill_during_churn_loses_nothing() {
 
     // Counts in status equal what the kernel shows.
     let kernel = kernel_connections(&links);
-    let report = wait_report(&env, &node.name, "counts matching the kernel", |s| {
+    let report = wait_network_node(&env, &node.name, "counts matching the kernel", |s| {
         s.networks.iter().find(|n| n.name == net).is_some_and(|n| {
             n.devices
                 .iter()

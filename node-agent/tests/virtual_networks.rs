@@ -16,7 +16,9 @@ use kube::api::PostParams;
 use nix::sched::{CloneFlags, setns};
 use switchyard_crds::*;
 use switchyard_tests::cluster::TestEnv;
-use switchyard_tests::fixtures::{count_phase, mac, network_node, port, ports_api, wait_ports};
+use switchyard_tests::fixtures::{
+    count_phase, mac, network_node, port, ports_api, wait_network_node, wait_ports,
+};
 use switchyard_tests::netns::Sandbox;
 use switchyard_tests::nodes::SimulatedNode;
 
@@ -249,24 +251,6 @@ fn dnsmasq_running(conf: &Path) -> Vec<u32> {
     pids
 }
 
-async fn wait_for<F>(env: &TestEnv, node: &str, what: &str, done: F) -> NetworkNodeStatus
-where
-    F: Fn(&NetworkNodeStatus) -> bool,
-{
-    let start = Instant::now();
-    loop {
-        let status = network_node(env, node).await;
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(45),
-            "timed out waiting for {what}: {status:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn lease_of<'a>(status: &'a NetworkNodeStatus, network: &str) -> Vec<&'a DhcpLeaseStatus> {
     status
         .networks
@@ -445,7 +429,7 @@ async fn isolated_nat_route_and_open_networks_serve_guests_and_survive_a_sigkill
     );
 
     // The leases in the node's report.
-    let status = wait_for(&env, &node.name, "every lease reported", |s| {
+    let status = wait_network_node(&env, &node.name, "every lease reported", |s| {
         names.iter().zip(&guests).all(|(n, g)| {
             lease_of(s, n)
                 .iter()
@@ -483,7 +467,7 @@ async fn isolated_nat_route_and_open_networks_serve_guests_and_survive_a_sigkill
     let index_before = bridge_index(&node);
     node.kill_agent();
     node.start_agent(Path::new(AGENT));
-    wait_for(&env, &node.name, "the new agent's report", |s| {
+    wait_network_node(&env, &node.name, "the new agent's report", |s| {
         s.networks.iter().filter(|n| n.ready).count() == 4
             && s.networks.iter().all(|n| {
                 n.virtual_network
@@ -567,7 +551,7 @@ async fn a_newer_network_that_clashes_is_refused_and_the_older_keeps_running() {
                     .is_some_and(|d| d.running)
         })
     };
-    wait_for(&env, &node.name, "the older network running", running).await;
+    wait_network_node(&env, &node.name, "the older network running", running).await;
     let conf = node.state_dir.path().join(format!("{older}.conf"));
     let dnsmasq_before = dnsmasq_running(&conf);
     assert_eq!(dnsmasq_before.len(), 1, "one dnsmasq for the older network");
@@ -598,7 +582,7 @@ async fn a_newer_network_that_clashes_is_refused_and_the_older_keeps_running() {
     let conflict = |s: &NetworkNodeStatus, name: &str| {
         entry(s, name).is_some_and(|n| !n.ready && n.reason.as_deref() == Some("NetworkConflict"))
     };
-    let status = wait_for(&env, &node.name, "both newer networks refused", |s| {
+    let status = wait_network_node(&env, &node.name, "both newer networks refused", |s| {
         conflict(s, &overlapping) && conflict(s, &same_bridge)
     })
     .await;
@@ -662,7 +646,7 @@ async fn a_newer_network_that_clashes_is_refused_and_the_older_keeps_running() {
                     .is_some_and(|d| d.running)
         })
     };
-    wait_for(&env, &node.name, "the refused networks realised", |s| {
+    wait_network_node(&env, &node.name, "the refused networks realised", |s| {
         realised(s, &overlapping) && realised(s, &same_bridge)
     })
     .await;

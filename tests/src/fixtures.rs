@@ -187,6 +187,33 @@ pub async fn network_node(env: &TestEnv, node: &str) -> NetworkNodeStatus {
         .unwrap_or_default()
 }
 
+/// Polls the node's report ([`network_node`]) until `done` holds for it and returns it, or
+/// panics with the last report after 45 s (long enough for an agent to start its networks'
+/// dnsmasq and report their leases).
+pub async fn wait_network_node<F>(
+    env: &TestEnv,
+    node: &str,
+    what: &str,
+    done: F,
+) -> NetworkNodeStatus
+where
+    F: Fn(&NetworkNodeStatus) -> bool,
+{
+    let timeout = Duration::from_secs(45);
+    let start = Instant::now();
+    loop {
+        let status = network_node(env, node).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Macvtaps among `links` per lower device, as the kernel shows them.
 pub fn kernel_connections(links: &[LinkView]) -> BTreeMap<String, u32> {
     let mut counts = BTreeMap::new();
