@@ -2,8 +2,8 @@
 //! reconciler which objects a change concerns.
 //!
 //! One task applies the events of all four watches (Networks, Nodes, NetworkNodes,
-//! NetworkPorts), so the index has a single writer. Objects are watched untyped and parsed one
-//! by one: an object that does not parse is logged and skipped instead of stopping its watch.
+//! NetworkPorts), so the index has a single writer. Objects are decoded one by one: an object
+//! that does not decode is logged and skipped instead of stopping its watch.
 //! While a watch (re)lists, per-object triggers are held back; when the list is complete every
 //! reconciler is asked to go over all its objects once.
 
@@ -14,13 +14,15 @@ use std::sync::{Arc, RwLock};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use switchyard_crds::{NODE_LABEL_PREFIX, Network, NetworkNode, NetworkPort};
+use switchyard_retry::watch::decodable;
 use tokio::sync::watch;
 
 use switchyard_placement::index::{AgentReport, Index, NodeInfo, PortKey, PortUse};
@@ -128,48 +130,29 @@ enum Update {
     Port(Event<NetworkPort>),
 }
 
-/// A watch of one kind (all namespaces), parsed object by object and retried with backoff.
+/// A watch of one kind (all namespaces), decoded object by object (one that does not decode
+/// is skipped with a warning, [`decodable`]) and retried with backoff.
 pub fn typed_watch<K>(
     client: Client,
 ) -> impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + DeserializeOwned
+        + Default
+        + Clone
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    let resource = ApiResource::erase::<K>(&());
-    let api: Api<DynamicObject> = Api::all_with(client, &resource);
-    watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .filter_map(|item| async move {
-            match item {
-                Ok(event) => parse_event(event).map(Ok),
-                Err(error) => Some(Err(error)),
-            }
-        })
-}
-
-fn parse_event<K: Resource<DynamicType = ()> + DeserializeOwned>(
-    event: Event<DynamicObject>,
-) -> Option<Event<K>> {
-    match event {
-        Event::Apply(object) => parse(object).map(Event::Apply),
-        Event::Delete(object) => parse(object).map(Event::Delete),
-        Event::Init => Some(Event::Init),
-        Event::InitApply(object) => parse(object).map(Event::InitApply),
-        Event::InitDone => Some(Event::InitDone),
-    }
-}
-
-fn parse<K: Resource<DynamicType = ()> + DeserializeOwned>(mut object: DynamicObject) -> Option<K> {
+    let api: Api<DeserializeGuard<K>> = Api::all(client);
+    // The controller has nothing to add to the warning about an object it cannot decode.
+    decodable(
+        watcher::watcher(api, watcher::Config::default()).default_backoff(),
+        |_| {},
+    )
     // Managed fields are large and nothing here reads them.
-    object.metadata.managed_fields = None;
-    let name = object.name_any();
-    match serde_json::to_value(object).and_then(serde_json::from_value) {
-        Ok(parsed) => Some(parsed),
-        Err(error) => {
-            tracing::warn!(kind = %K::kind(&()), name, %error, "skipping an object that does not parse");
-            None
-        }
-    }
+    .modify(|object| object.meta_mut().managed_fields = None)
 }
 
 /// Starts nothing yet: returns the caches, the triggers, and the future that runs the watches

@@ -178,7 +178,7 @@ async fn a_port_the_agent_cannot_decode_is_marked_and_the_others_are_served() {
     }
     assert!(
         node.logs()
-            .contains("skipping an object the agent cannot decode"),
+            .contains("skipping an object that cannot be decoded"),
         "{}",
         node.logs()
     );

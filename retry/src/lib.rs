@@ -2,11 +2,14 @@
 //! reconcile: an error is either [`Retry::Transient`] (retried per object with exponential
 //! backoff and jitter, [`Backoffs`]) or [`Retry::Invalid`] (the request itself is wrong:
 //! retrying would only repeat the refusal, so the reconciler waits for the object to change).
+//! And how their watches go on past an object they cannot decode ([`watch::decodable`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 use std::time::Duration;
+
+pub mod watch;
 
 /// What to do about a failed reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,6 +33,7 @@ use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use switchyard_crds::{LABEL_NODE, Network, NetworkNode, NetworkPort, agent_manager};
+use switchyard_retry::watch::decodable;
 use switchyard_retry::{Backoffs, Retry, classify_kube};
 use thiserror::Error;
 use tokio::sync::Notify;
@@ -314,12 +315,11 @@ impl Agent {
         // Every cache keeps trimmed objects (see `trim_metadata`): with thousands of ports the
         // agent's memory is mostly its port cache.
         let (networks, networks_writer) = reflector::store::<Network>();
-        let network_events = watch::decodable(
+        let network_events = decodable(
             watcher(
                 Api::<DeserializeGuard<Network>>::all(client.clone()),
                 watcher::Config::default(),
             ),
-            "Network",
             // A Network's status is the controller's: the warning is the whole report here.
             |_| {},
         )
@@ -359,14 +359,13 @@ impl Agent {
         let (undecodable_tx, undecodable_rx) = futures::channel::mpsc::unbounded();
         let undecodable_uids = Arc::new(Mutex::new(HashSet::new()));
         let seen_undecodable = undecodable_uids.clone();
-        let port_events = watch::decodable(
+        let port_events = decodable(
             watcher(
                 Api::<DeserializeGuard<NetworkPort>>::all(client.clone()),
                 watcher::Config::default()
                     .labels(&format!("{LABEL_NODE}={node}"))
                     .page_size(PORT_LIST_PAGE),
             ),
-            "NetworkPort",
             move |invalid| {
                 if let Some(uid) = &invalid.metadata.uid {
                     seen_undecodable
