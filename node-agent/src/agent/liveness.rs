@@ -143,6 +143,38 @@ mod tests {
     }
 
     #[test]
+    fn a_wedged_reconcile_loop_fails_health_and_a_busy_one_that_progresses_does_not() {
+        let limit = Duration::from_millis(150);
+        let reconciler = Heartbeat::new("reconcile loop");
+        let deleter = Heartbeat::new("deletion batcher");
+        let liveness = Liveness::new(vec![reconciler.clone(), deleter.clone()], limit);
+        // Busy: work keeps coming and each piece finishes (a beat) well within the limit,
+        // for several limits in all.
+        let start = Instant::now();
+        while start.elapsed() < limit * 4 {
+            std::thread::sleep(Duration::from_millis(20));
+            reconciler.beat();
+            deleter.beat();
+            assert_eq!(liveness.check(), Ok(()), "after {:?}", start.elapsed());
+        }
+        // Wedged: work is pending but the loop finishes nothing (no beat) past the limit; the
+        // batcher goes on beating.
+        let wedged = Instant::now();
+        while wedged.elapsed() <= limit + Duration::from_millis(20) {
+            std::thread::sleep(Duration::from_millis(20));
+            deleter.beat();
+        }
+        let why = liveness.check().unwrap_err();
+        assert!(
+            why.starts_with("the reconcile loop has made no progress") && !why.contains("batcher"),
+            "{why}"
+        );
+        // Progress again: healthy again.
+        reconciler.beat();
+        assert_eq!(liveness.check(), Ok(()));
+    }
+
+    #[test]
     fn idle_loops_beat_well_within_the_limit() {
         assert_eq!(
             Liveness::tick(Duration::from_secs(60)),
