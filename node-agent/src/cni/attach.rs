@@ -17,8 +17,8 @@ use switchyard_cni::error::{
 use switchyard_cni::result::{Interface, add_result, prev_mac};
 use switchyard_cni::{Attachment, Call, CniError, Command};
 use switchyard_crds::{
-    ActualType, LABEL_NETWORK, LABEL_NODE, MacvtapMode, NetworkPort, NetworkPortSpec, PortActual,
-    PortOwner,
+    ActualType, LABEL_NETWORK, LABEL_NODE, MacvtapMode, NetworkPort, NetworkPortSpec,
+    NetworkPortStatus, PortActual, PortOwner,
 };
 use switchyard_libvirt::merge::{EffectivePort, PortRequest, effective_port};
 use tracing::{info, warn};
@@ -808,29 +808,41 @@ fn spawn_status(cni: &Cni, record: &Record, effective: &EffectivePort) {
     let manager = cni.ctx.field_manager().to_string();
     let name = record.port_name.clone();
     tokio::spawn(async move {
-        let patch = serde_json::json!({
-            "apiVersion": NetworkPort::api_version(&()),
-            "kind": NetworkPort::kind(&()),
-            "status": status,
-        });
-        for attempt in 0..5u32 {
-            match api
-                .patch_status(
-                    &name,
-                    &PatchParams::apply(&manager).force(),
-                    &Patch::Apply(&patch),
-                )
-                .await
-            {
-                Ok(_) => return,
+        // In the background and briefly: the ADD has already answered, and the link is
+        // what the pod needs.
+        for attempt in 1..=5u32 {
+            match apply_port_status(&api, &manager, &name, &status).await {
+                Ok(()) => return,
                 Err(kube::Error::Api(s)) if s.code == 404 => return,
                 Err(error) => {
                     warn!(port = %name, %error, attempt, "writing the pod port's status");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                    tokio::time::sleep(switchyard_retry::backoff(attempt) / 2).await;
                 }
             }
         }
     });
+}
+
+/// Writes a pod port's whole status by server-side apply as `manager`: the CNI path is the
+/// status's only writer for pod ports, so it owns every field it sets.
+pub(super) async fn apply_port_status(
+    api: &Api<NetworkPort>,
+    manager: &str,
+    name: &str,
+    status: &NetworkPortStatus,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({
+        "apiVersion": NetworkPort::api_version(&()),
+        "kind": NetworkPort::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
 }
 
 pub(super) fn now() -> String {

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde::Deserialize;
 use switchyard_crds::NetworkPort;
 use tracing::{debug, info, warn};
@@ -201,16 +201,5 @@ async fn write_migrated_status(
         target_node,
         &super::attach::now(),
     );
-    let patch = serde_json::json!({
-        "apiVersion": NetworkPort::api_version(&()),
-        "kind": NetworkPort::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(manager).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map(|_| ())
+    super::attach::apply_port_status(api, manager, name, &status).await
 }
