@@ -322,11 +322,6 @@ fn malformed_yaml_is_refused_naming_the_field() {
             "not YAML: recursion limit exceeded",
         ),
         (
-            "two documents",
-            format!("{NETWORK}spec: {{{pool}}}\n---\n{NETWORK}"),
-            "not YAML: deserializing from YAML containing more than one document is not supported",
-        ),
-        (
             "another API version",
             "apiVersion: v1\nkind: Network\nmetadata: {name: uplink}\n".into(),
             "expected apiVersion: switchyard.dev/v1alpha1, found 'v1'",
