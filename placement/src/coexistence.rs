@@ -326,15 +326,9 @@ fn add_labels(selector: &NodeSelector, labels: &mut BTreeMap<String, String>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::labels;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use switchyard_crds::{Bridge, Forward, ForwardMode, IpConfig, NetworkSpec, NodeGroup};
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     /// A network created `second` seconds after the epoch.
     fn network(name: &str, second: i64, spec: NetworkSpec) -> Network {

@@ -29,5 +29,7 @@ pub mod port_key;
 pub mod readiness;
 pub mod realisation;
 pub mod report;
+#[cfg(test)]
+mod test_support;
 
 pub use port_key::PortKey;

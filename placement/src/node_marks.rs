@@ -78,13 +78,7 @@ pub fn node_resource_patch(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_support::labels;
 
     fn resources(entries: &[(&str, &str)]) -> Resources {
         entries

@@ -297,14 +297,8 @@ pub fn derived_bridge_name(uid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::labels;
     use switchyard_crds::{Bridge, Forward, ForwardInterface, NodeGroup, NodeSelector};
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn network(spec: NetworkSpec) -> Network {
         Network::new("net", spec)
